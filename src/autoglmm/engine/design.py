@@ -1,0 +1,172 @@
+"""The grouped design of a two-level model: rows sorted by group, as stacked arrays.
+
+Both engines (LMM and GLMM) work on a :class:`GroupedDesign`. Rows are sorted by group
+once, so the rows of group ``j`` are ``slice(starts[j], starts[j + 1])`` and per-group
+reductions are ``np.add.reduceat`` calls or numba loops over contiguous blocks.
+
+The random-effects covariance is block diagonal over ``re_blocks``: ``(2,)`` means one
+correlated 2x2 block (``(1 + x | g)``), ``(1, 1)`` means two uncorrelated terms
+(``(1 | g) + (0 + x | g)``). Its relative Cholesky factor Lambda has
+``theta`` = the lower triangles of the blocks, column-major as lme4 stores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedDesign:
+    """Arrays of one model, rows sorted by group.
+
+    Attributes
+    ----------
+    X : (n, p) fixed-effects design, full column rank.
+    y : (n,) response (for binomial proportions: the proportion).
+    Z : (n, q) random-effects covariates of each row (the columns of one group's block).
+    weights : (n,) prior weights (ones when none were given).
+    offset : (n,) linear-predictor offset (zeros when none).
+    group : (n,) int group code 0..m-1, non-decreasing.
+    starts : (m + 1,) row offsets: group j is rows starts[j]:starts[j+1].
+    re_blocks : sizes of the correlated blocks of Z's columns; sum == q.
+    x_names, z_names : column names; group_levels : the m original group labels.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    Z: np.ndarray
+    weights: np.ndarray
+    offset: np.ndarray
+    group: np.ndarray
+    starts: np.ndarray
+    re_blocks: tuple[int, ...]
+    x_names: tuple[str, ...]
+    z_names: tuple[str, ...]
+    group_levels: tuple
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def m(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def n_theta(self) -> int:
+        return sum(k * (k + 1) // 2 for k in self.re_blocks)
+
+
+def make_design(
+    X: np.ndarray,
+    y: np.ndarray,
+    Z: np.ndarray,
+    group_codes: np.ndarray,
+    *,
+    re_blocks: tuple[int, ...],
+    weights: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    x_names: tuple[str, ...] = (),
+    z_names: tuple[str, ...] = (),
+    group_levels: tuple = (),
+) -> tuple[GroupedDesign, np.ndarray]:
+    """Sort rows by group (stable) and pack a :class:`GroupedDesign`.
+
+    ``group_codes`` are ints 0..m-1 (every code present). Returns the design and the
+    permutation ``order`` with ``design.y == y[order]``, so callers can map per-row
+    results back to the original row order.
+    """
+    group_codes = np.asarray(group_codes, dtype=np.int64)
+    order = np.argsort(group_codes, kind="stable")
+    g = group_codes[order]
+    m = int(g[-1]) + 1 if g.size else 0
+    counts = np.bincount(g, minlength=m)
+    if np.any(counts == 0):
+        raise ValueError("group codes must be 0..m-1 with every code present")
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n = len(g)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)[order]
+    off = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)[order]
+    X = np.ascontiguousarray(np.asarray(X, dtype=float)[order])
+    Z = np.ascontiguousarray(np.asarray(Z, dtype=float)[order])
+    if sum(re_blocks) != Z.shape[1]:
+        raise ValueError(f"re_blocks {re_blocks} do not add up to q={Z.shape[1]}")
+    design = GroupedDesign(
+        X=X,
+        y=np.ascontiguousarray(np.asarray(y, dtype=float)[order]),
+        Z=Z,
+        weights=np.ascontiguousarray(w),
+        offset=np.ascontiguousarray(off),
+        group=g,
+        starts=starts,
+        re_blocks=tuple(int(k) for k in re_blocks),
+        x_names=tuple(x_names) or tuple(f"x{i}" for i in range(X.shape[1])),
+        z_names=tuple(z_names) or tuple(f"z{i}" for i in range(Z.shape[1])),
+        group_levels=tuple(group_levels) or tuple(range(m)),
+    )
+    return design, order
+
+
+def theta_lower(re_blocks: tuple[int, ...]) -> np.ndarray:
+    """Lower bounds of theta: 0 on each block's diagonal, -inf below it (lme4's convention)."""
+    lower = []
+    for k in re_blocks:
+        for col in range(k):
+            for row in range(col, k):
+                lower.append(0.0 if row == col else -np.inf)
+    return np.array(lower)
+
+
+def theta_start(re_blocks: tuple[int, ...]) -> np.ndarray:
+    """lme4's default start: identity Lambda (1 on diagonals, 0 below)."""
+    return np.where(np.isfinite(theta_lower(re_blocks)), 1.0, 0.0)
+
+
+def lambda_from_theta(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray:
+    """The q x q lower-triangular relative covariance factor Lambda (block diagonal)."""
+    q = sum(re_blocks)
+    lam = np.zeros((q, q))
+    pos = 0
+    offset = 0
+    for k in re_blocks:
+        for col in range(k):
+            for row in range(col, k):
+                lam[offset + row, offset + col] = theta[pos]
+                pos += 1
+        offset += k
+    return lam
+
+
+def theta_from_cov(cov: np.ndarray, scale: float, re_blocks: tuple[int, ...]) -> np.ndarray:
+    """Inverse of the map theta -> G = scale * Lambda Lambda' (for starts and tests).
+
+    ``scale`` is sigma^2 for gaussian models and 1 for binomial/poisson.
+    """
+    theta = []
+    offset = 0
+    for k in re_blocks:
+        block = np.asarray(cov, dtype=float)[offset : offset + k, offset : offset + k] / scale
+        try:
+            chol = np.linalg.cholesky(block)
+        except np.linalg.LinAlgError:  # singular block: pivot-free fallback via eigen
+            vals, vecs = np.linalg.eigh(block)
+            half = vecs * np.sqrt(np.clip(vals, 0, None))
+            _, r = np.linalg.qr(half.T)
+            chol = r.T
+            signs = np.where(np.diag(chol) < 0, -1.0, 1.0)
+            chol = chol * signs[None, :]  # flip columns: chol @ chol.T is unchanged
+        for col in range(k):
+            for row in range(col, k):
+                theta.append(chol[row, col])
+        offset += k
+    return np.array(theta)
