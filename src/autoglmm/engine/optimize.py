@@ -1,0 +1,289 @@
+"""Bounded minimisation of a deviance with lme4's post-fit checks, returned as data.
+
+Both engines call one function::
+
+    optimize(fun, x0, lower, upper=None, *, jac=False, cov_mask=None, rng_seed=0,
+             grad_tol=2e-3, boundary_tol=1e-5, singular_tol=1e-4, method=None,
+             max_iter=2000, restart=True) -> (x_opt, f_opt, ConvergenceReport)
+
+- ``fun(x)`` returns the deviance (-2 log-likelihood), or ``(deviance, gradient)`` when
+  ``jac=True``. It may return ``inf`` at points where it cannot be evaluated.
+- ``lower``/``upper``: bounds (``-inf``/``inf`` for free parameters; theta diagonals have
+  lower bound 0, see ``engine.design.theta_lower``).
+- ``cov_mask``: which parameters are covariance parameters (theta). The Hessian
+  positive-semi-definiteness check and the singular flag use only these; for a joint
+  (theta, beta) optimisation pass ``True`` for theta and ``False`` for beta. Default: all.
+- ``method``: ``"L-BFGS-B"`` (default with ``jac=True``), ``"Nelder-Mead"`` (default
+  without a gradient: lme4's derivative-free choice for GLMMs) or ``"Powell"``.
+
+What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
+
+1. minimise from ``x0``;
+2. boundary snapping (lme4 ``check.boundary``): bounded parameters within
+   ``boundary_tol`` of their bound are set to it if the deviance does not get worse;
+3. derivatives at the optimum: the gradient (analytic or central differences) and the
+   Hessian (central differences; one-sided at a bound), both over the parameters that are
+   not on a bound;
+4. checks: the scaled gradient ``max |min(H^-1 g, g)|`` (lme4's relative gradient test)
+   must be below ``grad_tol``, and the Hessian over the free covariance parameters must be
+   positive semi-definite;
+5. if a check fails, one restart from a perturbed optimum (seeded by ``rng_seed``); the
+   better of the two runs is kept and checked again.
+
+``converged`` is False if the optimizer failed or a check still fails after the restart
+(SPEC section 2, Convergence). ``singular`` is True when a bounded covariance parameter
+ends within ``singular_tol`` of its bound (lme4's ``isSingular``): a variance 0 or a
+correlation of +-1. A singular fit can be converged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize as sopt
+
+from autoglmm.engine.estimates import ConvergenceReport
+
+Objective = Callable[[np.ndarray], float | tuple[float, np.ndarray]]
+
+
+@dataclass
+class _Counter:
+    """Wraps the objective: counts evaluations and keeps the log (f, *x)."""
+
+    fun: Objective
+    jac: bool
+    log: list = field(default_factory=list)
+
+    def value(self, x: np.ndarray) -> float:
+        out = self.fun(np.asarray(x, dtype=float))
+        f = float(out[0] if self.jac else out)
+        self.log.append((f, *map(float, x)))
+        return f if np.isfinite(f) else 1e300
+
+    def both(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = self.fun(np.asarray(x, dtype=float))
+        self.log.append((float(f), *map(float, x)))
+        if not np.isfinite(f):
+            return 1e300, np.zeros(len(x))
+        return float(f), np.asarray(g, dtype=float)
+
+    def grad(self, x: np.ndarray) -> np.ndarray | None:
+        return self.both(x)[1] if self.jac else None
+
+
+def _minimize(obj: _Counter, x0, lower, upper, method: str, max_iter: int):
+    bounds = sopt.Bounds(lower, upper)
+    x0 = np.clip(x0, lower, upper)
+    if method == "L-BFGS-B" and obj.jac:
+        res = sopt.minimize(
+            obj.both, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+        )  # fmt: skip
+    elif method == "L-BFGS-B":
+        res = sopt.minimize(
+            obj.value, x0, method="L-BFGS-B", bounds=bounds,
+            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-7},
+        )  # fmt: skip
+    elif method == "Nelder-Mead":
+        res = sopt.minimize(
+            obj.value, x0, method="Nelder-Mead", bounds=bounds,
+            options={"maxfev": max_iter * 10, "xatol": 1e-8, "fatol": 1e-10, "adaptive": True},
+        )  # fmt: skip
+    elif method == "Powell":
+        res = sopt.minimize(
+            obj.value, x0, method="Powell", bounds=bounds,
+            options={"maxfev": max_iter * 10, "xtol": 1e-8, "ftol": 1e-12},
+        )  # fmt: skip
+    else:
+        raise ValueError(f"unknown optimizer method {method!r}")
+    ok = bool(res.success) or "ABNORMAL" in str(res.message).upper()
+    return np.clip(np.asarray(res.x, dtype=float), lower, upper), float(res.fun), ok, res
+
+
+def _snap(obj: _Counter, x, f, lower, upper, tol):
+    """lme4's check.boundary: move near-bound parameters onto the bound if no worse."""
+    near = (np.isfinite(lower) & (x - lower < tol) & (x != lower)) | (
+        np.isfinite(upper) & (upper - x < tol) & (x != upper)
+    )
+    if not near.any():
+        return x, f
+    trial = np.where(near & (x - lower < tol), lower, x)
+    trial = np.where(near & (upper - x < tol), upper, trial)
+    f_trial = obj.value(trial)
+    if f_trial <= f:
+        return trial, f_trial
+    for i in np.flatnonzero(near):  # all at once was worse: try one at a time
+        one = x.copy()
+        one[i] = trial[i]
+        f_one = obj.value(one)
+        if f_one <= f:
+            x, f = one, f_one
+    return x, f
+
+
+def _steps(x, lower, upper, delta):
+    h = delta * np.maximum(np.abs(x), 1.0)
+    fwd = x + h <= upper
+    bwd = x - h >= lower
+    return h, fwd, bwd
+
+
+def _derivatives(obj: _Counter, x, f, lower, upper, free, delta=1e-4):
+    """Gradient and Hessian over the free parameters (central differences where possible)."""
+    idx = np.flatnonzero(free)
+    k = len(idx)
+    h, fwd, bwd = _steps(x, lower, upper, delta)
+    if obj.jac:
+        g_full = obj.grad(x)
+        g = g_full[idx]
+        H = np.empty((k, k))
+        for a, i in enumerate(idx):
+            e = np.zeros_like(x)
+            e[i] = h[i]
+            if fwd[i] and bwd[i]:
+                col = (obj.grad(x + e) - obj.grad(x - e)) / (2 * h[i])
+            else:
+                sign = 1.0 if fwd[i] else -1.0
+                col = sign * (obj.grad(x + sign * e) - g_full) / h[i]
+            H[:, a] = col[idx]
+        return g, 0.5 * (H + H.T)
+    g = np.empty(k)
+    H = np.empty((k, k))
+    fp, fm = np.empty(k), np.empty(k)
+    for a, i in enumerate(idx):
+        e = np.zeros_like(x)
+        e[i] = h[i]
+        fp[a] = obj.value(x + e)
+        fm[a] = obj.value(x - e)
+        g[a] = (fp[a] - fm[a]) / (2 * h[i])
+        H[a, a] = (fp[a] - 2 * f + fm[a]) / h[i] ** 2
+    for a in range(k):
+        for c in range(a):
+            i, j = idx[a], idx[c]
+            ei, ej = np.zeros_like(x), np.zeros_like(x)
+            ei[i], ej[j] = h[i], h[j]
+            fpp = obj.value(x + ei + ej)
+            H[a, c] = H[c, a] = (fpp - fp[a] - fp[c] + f) / (h[i] * h[j])
+    return g, H
+
+
+@dataclass(frozen=True)
+class _Check:
+    scaled_gradient: float
+    hessian_min_eigenvalue: float
+    grad_ok: bool
+    hess_ok: bool
+    messages: tuple[str, ...]
+
+
+def _check(obj, x, f, lower, upper, cov_mask, grad_tol) -> _Check:
+    on_bound = (np.isfinite(lower) & (x <= lower)) | (np.isfinite(upper) & (x >= upper))
+    free = ~on_bound
+    if not free.any():
+        return _Check(0.0, np.nan, True, True, ())
+    g, H = _derivatives(obj, x, f, lower, upper, free)
+    msgs = []
+    try:
+        newton = np.linalg.solve(H, g)
+        scaled = float(np.max(np.minimum(np.abs(newton), np.abs(g))))
+    except np.linalg.LinAlgError:
+        scaled = float(np.max(np.abs(g)))
+        msgs.append("Hessian is singular: scaled gradient replaced by the raw gradient")
+    cov_free = cov_mask[free]
+    min_eig = np.nan
+    hess_ok = True
+    if cov_free.any():
+        eig = np.linalg.eigvalsh(H[np.ix_(cov_free, cov_free)])
+        min_eig = float(eig[0])
+        hess_ok = bool(min_eig >= -1e-6 * max(1.0, float(np.max(np.abs(eig)))))
+        if not hess_ok:
+            msgs.append(
+                f"Hessian over the covariance parameters is not positive semi-definite "
+                f"(min eigenvalue {min_eig:.3g})"
+            )
+    grad_ok = bool(np.isfinite(scaled) and scaled < grad_tol)
+    if not grad_ok:
+        msgs.append(f"scaled gradient {scaled:.3g} above tolerance {grad_tol:g}")
+    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs))
+
+
+def _perturb(x, lower, upper, rng):
+    scale = 0.1 * np.maximum(np.abs(x), 0.1)
+    trial = x + rng.normal(size=len(x)) * scale
+    bounded = np.isfinite(lower)
+    trial[bounded] = np.maximum(trial[bounded], lower[bounded] + 0.05)
+    return np.clip(trial, lower, upper)
+
+
+def _run(obj, x0, lower, upper, method, max_iter, boundary_tol):
+    x, f, ok, res = _minimize(obj, x0, lower, upper, method, max_iter)
+    x, f = _snap(obj, x, f, lower, upper, boundary_tol)
+    return x, f, ok, str(res.message)
+
+
+def optimize(
+    fun: Objective,
+    x0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray | None = None,
+    *,
+    jac: bool = False,
+    cov_mask: np.ndarray | None = None,
+    rng_seed: int = 0,
+    grad_tol: float = 2e-3,
+    boundary_tol: float = 1e-5,
+    singular_tol: float = 1e-4,
+    method: str | None = None,
+    max_iter: int = 2000,
+    restart: bool = True,
+) -> tuple[np.ndarray, float, ConvergenceReport]:
+    """Minimise ``fun`` within bounds and check the optimum as lme4 does (module docstring).
+
+    Example
+    -------
+    >>> x, f, rep = optimize(lambda x: float((x[0] - 1) ** 2), np.array([3.0]), np.array([0.0]))
+    >>> bool(rep.converged), round(float(x[0]), 4)
+    (True, 1.0)
+    """
+    x0 = np.asarray(x0, dtype=float)
+    lower = np.asarray(lower, dtype=float)
+    upper = np.full(len(x0), np.inf) if upper is None else np.asarray(upper, dtype=float)
+    cov_mask = np.ones(len(x0), bool) if cov_mask is None else np.asarray(cov_mask, bool)
+    method = method or ("L-BFGS-B" if jac else "Nelder-Mead")
+    obj = _Counter(fun, jac)
+    x, f, ok, status = _run(obj, x0, lower, upper, method, max_iter, boundary_tol)
+    chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol)
+    restarted = False
+    if restart and not (ok and chk.grad_ok and chk.hess_ok):
+        restarted = True
+        rng = np.random.default_rng(rng_seed)
+        x2, f2, ok2, status2 = _run(
+            obj, _perturb(x, lower, upper, rng), lower, upper, method, max_iter, boundary_tol
+        )
+        if f2 < f or not ok:
+            x, f, ok, status = x2, f2, ok2, status2
+            chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol)
+    bounded_cov = cov_mask & np.isfinite(lower)
+    singular = bool(np.any(x[bounded_cov] - lower[bounded_cov] < singular_tol))
+    messages = list(chk.messages)
+    if not ok:
+        messages.insert(0, f"optimizer {method} failed: {status}")
+    if singular:
+        messages.append("boundary (singular) fit: a variance is 0 or a correlation is +-1")
+    report = ConvergenceReport(
+        converged=bool(ok and chk.grad_ok and chk.hess_ok),
+        singular=singular,
+        optimizer=method,
+        optimizer_status=status,
+        n_evaluations=len(obj.log),
+        restarted=restarted,
+        scaled_gradient=chk.scaled_gradient,
+        hessian_min_eigenvalue=chk.hessian_min_eigenvalue,
+        grad_tol=grad_tol,
+        messages=tuple(messages),
+        evaluation_log=tuple(obj.log),
+    )
+    return x, f, report
