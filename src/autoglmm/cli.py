@@ -49,6 +49,31 @@ def fail(err: AutoGLMMError) -> typer.Exit:
 # issues that implement them; keep each one short and put logic in the library.
 
 
+@app.command("fit")
+def fit_command(
+    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, ...)."),
+    formula: str = typer.Option(
+        ..., "--formula", "-f", help="lme4 formula, e.g. 'y ~ x + (1 | g)'."
+    ),
+    family: str = typer.Option("gaussian", "--family", help="gaussian, binomial or poisson."),
+    link: str = typer.Option(None, "--link", help="Link function (binomial: logit or probit)."),
+    reml: bool = typer.Option(False, "--reml", help="Fit by REML (gaussian only)."),
+    nagq: int = typer.Option(1, "--nagq", help="Quadrature points (GLMM; 1 = Laplace)."),
+    weights: str = typer.Option(None, "--weights", help="Column of prior weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+) -> None:
+    """Fit one mixed model and print its summary (or JSON with --json)."""
+    import json
+
+    from autoglmm.fitting import fit
+
+    try:
+        result = fit(formula, data, family=family, reml=reml, nagq=nagq, weights=weights, link=link)
+    except AutoGLMMError as err:
+        raise fail(err) from None
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -21,6 +21,9 @@ What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
 1. minimise from ``x0``;
 2. boundary snapping (lme4 ``check.boundary``): bounded parameters within
    ``boundary_tol`` of their bound are set to it if the deviance does not get worse;
+   then each parameter on a bound is probed one step inside, and the minimisation
+   continues from there if that is better (a gradient method can stop at a saddle on
+   the boundary, where lme4's derivative-free BOBYQA would not);
 3. derivatives at the optimum: the gradient (analytic or central differences) and the
    Hessian (central differences; one-sided at a bound), both over the parameters that are
    not on a bound;
@@ -218,9 +221,33 @@ def _perturb(x, lower, upper, rng):
     return np.clip(trial, lower, upper)
 
 
-def _run(obj, x0, lower, upper, method, max_iter, boundary_tol):
-    x, f, ok, res = _minimize(obj, x0, lower, upper, method, max_iter)
-    x, f = _snap(obj, x, f, lower, upper, boundary_tol)
+def _escape(obj: _Counter, x, f, lower):
+    """A point inside the bounds that beats ``x``, if one exists next to a bound.
+
+    A gradient method stops at a bounded parameter whose derivative is 0 there, although
+    the point may be a saddle: the deviance is even in a diagonal theta element when its
+    column below the diagonal is 0 (a correlation of +-1 looks stationary). Probing one
+    step inside, as a derivative-free method would, finds the way out.
+    """
+    at_bound = np.flatnonzero(np.isfinite(lower) & (x <= lower))
+    best, f_best = None, f - 1e-9 * (1.0 + abs(f))
+    for i in at_bound:
+        for h in (1e-2, 1e-1):
+            trial = x.copy()
+            trial[i] = lower[i] + h
+            f_trial = obj.value(trial)
+            if f_trial < f_best:
+                best, f_best = trial, f_trial
+    return best
+
+
+def _run(obj, x0, lower, upper, method, max_iter, boundary_tol, max_escapes=3):
+    for _ in range(max_escapes + 1):
+        x, f, ok, res = _minimize(obj, x0, lower, upper, method, max_iter)
+        x, f = _snap(obj, x, f, lower, upper, boundary_tol)
+        x0 = _escape(obj, x, f, lower)
+        if x0 is None:
+            break
     return x, f, ok, str(res.message)
 
 

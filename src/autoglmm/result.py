@@ -1,0 +1,237 @@
+"""The frozen :class:`Fit`: one fitted mixed model, with names, ready to present.
+
+A ``Fit`` is built once by :func:`autoglmm.fitting.fit` and never mutated. Text
+(:meth:`Fit.summary`), HTML (:meth:`Fit._repr_html_`) and JSON (:meth:`Fit.to_dict`) are
+all rendered from the same tables (:meth:`Fit.fixef_table`, :meth:`Fit.re_table`).
+
+Example
+-------
+>>> m = autoglmm.fit("Reaction ~ Days + (Days | Subject)", sleep)  # doctest: +SKIP
+>>> m.loglik, m.fixef["Days"], m.cov_re["Subject"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from autoglmm.engine.estimates import ConvergenceReport
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """One fitted two-level (G)LMM (SPEC section 1).
+
+    ``stat`` and ``pvalues`` are Wald statistics ``fixef / se`` with a normal reference
+    (lme4 prints the statistic as a t value for gaussian models and gives no p-value).
+    ``row_hash`` identifies the rows and response used, for :func:`autoglmm.lrt`.
+    ``theta`` and ``z_names`` allow a warm start of a related model (:meth:`start_values`).
+    """
+
+    formula: str
+    family: str
+    link: str
+    nagq: int
+    reml: bool
+    loglik: float
+    deviance: float
+    df: int
+    nobs: int
+    ngroups: int
+    group: str
+    response: str
+    fixef: pd.Series
+    se: pd.Series
+    vcov: pd.DataFrame
+    cov_re: dict[str, pd.DataFrame]
+    re_names: dict[str, list[str]]
+    re_blocks: tuple[int, ...]
+    sigma2: float | None
+    ranef: pd.DataFrame
+    converged: bool
+    singular: bool
+    messages: list[str]
+    dropped_columns: tuple[str, ...]
+    row_hash: str
+    theta: np.ndarray
+    convergence: ConvergenceReport
+    fitted: pd.Series | None = field(default=None, repr=False)
+
+    # --- derived statistics -----------------------------------------------------------
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.df
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + self.df * math.log(self.nobs)
+
+    @property
+    def stat(self) -> pd.Series:
+        """Wald statistics fixef / se (lme4's t value for gaussian, z value otherwise)."""
+        return (self.fixef / self.se).rename("stat")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided Wald p-values with a standard normal reference."""
+        p = 2.0 * stats.norm.sf(np.abs(self.stat.to_numpy()))
+        return pd.Series(p, index=self.fixef.index, name="p")
+
+    @property
+    def fixed_terms(self) -> tuple[str, ...]:
+        return tuple(self.fixef.index)
+
+    @property
+    def n_re(self) -> int:
+        """Number of random effects per group (q), e.g. 2 for (1 + x | g)."""
+        return sum(len(v) for v in self.re_names.values())
+
+    def start_values(self) -> dict[str, Any]:
+        """Warm start for a related model: theta with its random-effect names, and beta."""
+        return {
+            "theta": self.theta.copy(),
+            "z_names": tuple(self.re_names[self.group]),
+            "re_blocks": self.re_blocks,
+            "beta": self.fixef.to_dict(),
+        }
+
+    # --- tables -----------------------------------------------------------------------
+    def fixef_table(self) -> pd.DataFrame:
+        """Estimate, standard error, Wald statistic and p-value of each fixed effect."""
+        return pd.DataFrame(
+            {"estimate": self.fixef, "se": self.se, "stat": self.stat, "p": self.pvalues}
+        )
+
+    def re_table(self) -> pd.DataFrame:
+        """Variance, standard deviation and correlations of the random effects (+ residual)."""
+        rows = []
+        for grp, cov in self.cov_re.items():
+            sd = np.sqrt(np.clip(np.diag(cov.to_numpy()), 0, None))
+            for i, name in enumerate(cov.index):
+                corr = [
+                    cov.iat[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    for j in range(i)
+                ]
+                rows.append(
+                    {"group": grp, "name": name, "variance": cov.iat[i, i], "sd": sd[i],
+                     "corr": corr}
+                )  # fmt: skip
+        if self.sigma2 is not None:
+            rows.append(
+                {"group": "Residual", "name": "", "variance": self.sigma2,
+                 "sd": math.sqrt(self.sigma2), "corr": []}
+            )  # fmt: skip
+        return pd.DataFrame(rows)
+
+    # --- presentation -------------------------------------------------------------------
+    def _title(self) -> str:
+        crit = "REML" if self.reml else "maximum likelihood"
+        if self.family == "gaussian":
+            return f"Linear mixed model fit by {crit}"
+        approx = (
+            "Laplace approximation" if self.nagq == 1 else f"adaptive Gauss-Hermite ({self.nagq})"
+        )
+        return (
+            f"Generalized linear mixed model fit by maximum likelihood ({approx})\n"
+            f" Family: {self.family} ( {self.link} )"
+        )
+
+    def summary(self) -> str:
+        """Text summary in lme4's layout (criteria, random effects, fixed effects, messages)."""
+        lines = [self._title(), f"Formula: {self.formula}", ""]
+        crit = pd.DataFrame(
+            [[self.aic, self.bic, self.loglik, self.deviance, self.nobs - self.df]],
+            columns=["AIC", "BIC", "logLik", "deviance", "df.resid"],
+        )
+        lines += [crit.to_string(index=False, float_format=lambda v: f"{v:.1f}"), ""]
+        lines.append("Random effects:")
+        lines.append(self._re_text())
+        lines.append(f"Number of obs: {self.nobs}, groups:  {self.group}, {self.ngroups}")
+        lines += ["", "Fixed effects:"]
+        tab = self.fixef_table()
+        stat_name = "t value" if self.family == "gaussian" else "z value"
+        tab.columns = ["Estimate", "Std. Error", stat_name, "Pr(>|z|)"]
+        lines.append(tab.to_string(float_format=lambda v: f"{v:.4g}"))
+        if self.dropped_columns:
+            lines.append("dropped (rank deficient): " + ", ".join(self.dropped_columns))
+        if self.messages:
+            lines.append("")
+            lines += [f"note: {m}" for m in self.messages]
+        return "\n".join(lines)
+
+    def _re_text(self) -> str:
+        rows = []
+        for rec in self.re_table().itertuples(index=False):
+            corr = " ".join(f"{c:5.2f}" for c in rec.corr)
+            rows.append([rec.group, rec.name, f"{rec.variance:.4g}", f"{rec.sd:.4g}", corr])
+        tab = pd.DataFrame(rows, columns=["Groups", "Name", "Variance", "Std.Dev.", "Corr"])
+        tab.loc[tab["Groups"].duplicated(), "Groups"] = ""
+        return tab.to_string(index=False)
+
+    def _repr_html_(self) -> str:
+        head = html.escape(self._title()).replace("\n", "<br>")
+        crit = (
+            f"AIC {self.aic:.1f} &middot; BIC {self.bic:.1f} &middot; logLik {self.loglik:.2f}"
+            f" &middot; df {self.df} &middot; nobs {self.nobs} &middot; "
+            f"groups ({html.escape(self.group)}) {self.ngroups}"
+        )
+        re_tab = self.re_table().assign(
+            corr=lambda d: d["corr"].map(lambda c: " ".join(f"{v:.2f}" for v in c))
+        )
+        notes = "".join(f"<li>{html.escape(m)}</li>" for m in self.messages)
+        return (
+            f"<div><p><b>{head}</b><br><code>{html.escape(self.formula)}</code></p>"
+            f"<p>{crit}</p><p>Random effects</p>"
+            f"{re_tab.to_html(index=False, float_format=lambda v: f'{v:.4g}')}"
+            f"<p>Fixed effects</p>"
+            f"{self.fixef_table().to_html(float_format=lambda v: f'{v:.4g}')}"
+            f"{'<ul>' + notes + '</ul>' if notes else ''}</div>"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Fit({self.formula!r}, family={self.family!r}, loglik={self.loglik:.4f}, "
+            f"df={self.df}, nobs={self.nobs}, converged={self.converged}, "
+            f"singular={self.singular})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (non-finite numbers become None)."""
+        return {
+            "formula": self.formula,
+            "family": self.family,
+            "link": self.link,
+            "reml": self.reml,
+            "nagq": self.nagq,
+            "loglik": _num(self.loglik),
+            "df": int(self.df),
+            "aic": _num(self.aic),
+            "bic": _num(self.bic),
+            "deviance": _num(self.deviance),
+            "fixef": {k: _num(v) for k, v in self.fixef.items()},
+            "se": {k: _num(v) for k, v in self.se.items()},
+            "stat": {k: _num(v) for k, v in self.stat.items()},
+            "p": {k: _num(v) for k, v in self.pvalues.items()},
+            "cov_re": {
+                g: [[_num(v) for v in row] for row in c.to_numpy()] for g, c in self.cov_re.items()
+            },
+            "re_names": {g: list(v) for g, v in self.re_names.items()},
+            "sigma2": _num(self.sigma2) if self.sigma2 is not None else None,
+            "converged": bool(self.converged),
+            "singular": bool(self.singular),
+            "messages": list(self.messages),
+            "nobs": int(self.nobs),
+            "ngroups": int(self.ngroups),
+            "dropped_columns": list(self.dropped_columns),
+        }
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
