@@ -1,0 +1,803 @@
+"""The search of SPEC section 2: from a data set to the optimal two-level GLMM.
+
+:func:`search` reads like the algorithm: fix the sample, fit the null model and apply the
+ICC gate, rank the predictors, then three forward stages that share one rule ("fit the
+current model plus a candidate, skip it when the fit fails or the candidate is collinear,
+else test it by likelihood ratio; accept when p < alpha; stop after ``patience``
+consecutive misses"):
+
+1. fixed effects in rank order -> the **base** model;
+2. pairwise interactions of the ``n_essential`` highest-ranked base predictors -> the
+   **preliminary** model;
+3. random slopes of the base predictors, tested with the 50:50 chi-square mixture ->
+   the **optimal** model.
+
+Every model is fitted by ML on the same rows (the analysis sample), each candidate
+warm-started from the model it extends. The whole path, including rejected and skipped
+candidates with their reasons, is kept in :class:`SearchResult`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoglmm.errors import DataError, UsageError
+
+__all__ = ["SearchResult", "Step", "search"]
+
+STAGES = ("fixed", "interaction", "slope")
+STATUSES = ("accepted", "rejected", "not_converged", "skipped")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One candidate of the trace: what was tried, how it fitted and what was decided."""
+
+    stage: str
+    term: str
+    status: str
+    loglik: float | None
+    df: int | None
+    chisq: float | None
+    test_df: int | None
+    p: float | None
+    reason: str
+    formula: str
+    aic: float | None
+    bic: float | None
+
+    def to_dict(self) -> dict:
+        return {k: _json_value(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The terms of one model of the search, in the order they were added."""
+
+    fixed: tuple[str, ...] = ()
+    interactions: tuple[tuple[str, str], ...] = ()
+    slopes: tuple[str, ...] = ()
+
+    def extend(self, stage: str, term: Any) -> Terms:
+        if stage == "fixed":
+            return replace(self, fixed=(*self.fixed, term))
+        if stage == "interaction":
+            return replace(self, interactions=(*self.interactions, term))
+        return replace(self, slopes=(*self.slopes, term))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "fixed": list(self.fixed),
+            "interactions": [":".join(pair) for pair in self.interactions],
+            "random_slopes": list(self.slopes),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Everything a search found, frozen: the sample, the trace, the four models, R².
+
+    ``null``, ``base``, ``preliminary`` and ``optimal`` are :class:`autoglmm.result.Fit`
+    objects (the last three are ``None`` when the ICC gate stopped the search).
+    """
+
+    sample: Any
+    family: str
+    icc: float
+    glmm_needed: bool
+    stop_reason: str | None
+    ranking: Any
+    steps: tuple[Step, ...]
+    null: Any
+    base: Any
+    preliminary: Any
+    optimal: Any
+    optimal_terms: dict
+    r2: dict
+    params: dict
+    manifest: dict
+
+    def steps_frame(self) -> pd.DataFrame:
+        """The trace, one row per candidate, columns in :class:`Step`'s field order."""
+        columns = [f.name for f in fields(Step)]
+        return pd.DataFrame([asdict(s) for s in self.steps], columns=columns)
+
+    def comparison_table(self, stage: str) -> pd.DataFrame:
+        """The paper's Tables 2/3 for one stage (Model, df, AIC, logLik, Δχ², p)."""
+        from autoglmm.report.tables import comparison_table
+
+        return comparison_table(self, stage)
+
+    def variable_map(self) -> pd.DataFrame:
+        """V1, V2, ... -> predictor, label, importance (the paper's Table 1)."""
+        from autoglmm.report.tables import variable_map
+
+        return variable_map(self)
+
+    def equation(self, kind: str = "text") -> str:
+        """The optimal model's equation, as ``"text"`` or ``"latex"``."""
+        from autoglmm.report.equation import model_equation
+
+        return model_equation(self, kind)
+
+    def to_dict(self) -> dict:
+        """The result.json of SPEC section 3 (JSON-ready; NaN becomes None)."""
+        return _result_dict(self)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    def report(self, out_dir: str | os.PathLike) -> Path:
+        """Write every output of SPEC section 3 into ``out_dir`` (atomically)."""
+        from autoglmm.report import write_report
+
+        return write_report(self, out_dir)
+
+    def __repr__(self) -> str:
+        if self.stop_reason:
+            return f"SearchResult(stopped: {self.stop_reason})"
+        return f"SearchResult({self.optimal.formula!r}, {len(self.steps)} steps)"
+
+
+def search(
+    data: pd.DataFrame | str | os.PathLike,
+    outcome: str,
+    group: str,
+    family: str = "gaussian",
+    predictors: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    ranking: Sequence[str] | str | os.PathLike | None = None,
+    min_group_size: int = 20,
+    icc_threshold: float = 0.1,
+    force: bool = False,
+    alpha: float = 0.05,
+    alpha_fixed: float | None = None,
+    alpha_interaction: float | None = None,
+    alpha_slope: float | None = None,
+    n_essential: int = 3,
+    patience: int = 1,
+    max_slopes: int | None = None,
+    ntree: int = 2000,
+    mtry: int | None = None,
+    max_missing: float = 0.2,
+    standardize: bool = False,
+    seed: int | None = None,
+    progress: bool = True,
+    n_jobs: int | None = None,
+) -> SearchResult:
+    """Find the optimal two-level GLMM by the ranked likelihood-ratio search of SPEC 2.
+
+    Parameters
+    ----------
+    data : DataFrame or a path that :func:`autoglmm.read_data` reads.
+    outcome, group : the response and the grouping factor (e.g. the school ID).
+    family : "gaussian", "binomial" or "poisson".
+    predictors, exclude : candidate predictors (default: every other column) and exclusions.
+    ranking : names in rank order, or a file with one name per line: skips the forest.
+    min_group_size, max_missing : sample rules (SPEC 2, step 1).
+    icc_threshold, force : the ICC gate; ``force`` runs the search below the threshold.
+    alpha, alpha_fixed, alpha_interaction, alpha_slope : test levels (each defaults to alpha).
+    n_essential : how many of the base model's top-ranked predictors enter interactions.
+    patience : consecutive non-significant candidates that end a stage (1 = the paper).
+    max_slopes : most random slopes to add (None = no limit).
+    ntree, mtry, seed, n_jobs : the MERF ranking's settings (``seed`` fixes it).
+    standardize : z-score numeric predictors before fitting (coefficients per SD).
+    progress : show rich progress bars.
+
+    Returns
+    -------
+    SearchResult
+
+    Examples
+    --------
+    >>> from autoglmm.datasets import simulate_lsa
+    >>> sim = simulate_lsa(seed=1, n_schools=60, n_items=40)
+    >>> res = search(sim.data, "math", "school", ranking=list(sim.truth.fixed),
+    ...              progress=False)  # doctest: +SKIP
+    >>> res.optimal_terms["random_slopes"]  # doctest: +SKIP
+    ['ses', ...]
+    """
+    params = _check_params(dict(locals()))
+    clock = _Clock()
+    frame = _load(data)
+    user_ranking = _user_ranking(ranking, frame, outcome, group)
+    from autoglmm.sample import build_sample
+
+    sample = build_sample(
+        frame,
+        outcome,
+        group,
+        predictors=predictors,
+        exclude=exclude,
+        max_missing=max_missing,
+        min_group_size=min_group_size,
+        family=family,
+    )
+    clock.lap("sample")
+    run_seed = _run_seed(seed)
+    manifest = _manifest(params, run_seed, sample, clock)
+    ctx = _Context(sample, family, _analysis_data(sample, standardize), progress)
+    null = ctx.fit_terms(Terms())
+    icc = icc_of(null, family, sample.group)
+    clock.lap("null_model")
+    glmm_needed = bool(icc >= icc_threshold)
+    if not glmm_needed and not force:
+        reason = (
+            f"ICC {icc:.3f} < {icc_threshold}: the groups explain too little variance, so a "
+            "GLMM is not needed (a single-level model will do); use force=True to search anyway"
+        )
+        ctx.close()
+        return _build(ctx, null, icc, glmm_needed, reason, None, [], {}, params, manifest, clock)
+
+    if user_ranking is not None:
+        rank = _user_ranking_object(user_ranking)
+    else:
+        rank = _forest_ranking(sample, ctx.data, params, run_seed)
+    clock.lap("ranking")
+    order = _ranked_predictors(rank, sample)
+    models: dict[str, tuple[Terms, Any]] = {"null": (Terms(), null)}
+    steps: list[Step] = []
+
+    a_fixed = params["alpha_fixed"]
+    spec, fit, trace = ctx.stage("fixed", Terms(), null, order, a_fixed, patience)
+    models["base"] = (spec, fit)
+    steps += trace
+    clock.lap("fixed")
+
+    essentials = [name for name in order if name in spec.fixed][:n_essential]
+    pairs = list(combinations(essentials, 2))
+    a_inter = params["alpha_interaction"]
+    spec, fit, trace = ctx.stage("interaction", spec, fit, pairs, a_inter, patience)
+    models["preliminary"] = (spec, fit)
+    steps += trace
+    clock.lap("interaction")
+
+    slope_candidates = [name for name in order if name in models["base"][0].fixed]
+    a_slope = params["alpha_slope"]
+    spec, fit, trace = ctx.stage(
+        "slope", spec, fit, slope_candidates, a_slope, patience, max_accept=max_slopes
+    )
+    models["optimal"] = (spec, fit)
+    steps += trace
+    clock.lap("slope")
+    ctx.close()
+    return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock)
+
+
+# --- the stages ----------------------------------------------------------------------------
+
+
+class _Context:
+    """What every fit of one search shares: the rows, the family, the formula writer."""
+
+    def __init__(self, sample: Any, family: str, data: pd.DataFrame, progress: bool) -> None:
+        self.sample = sample
+        self.family = family
+        self.data = data
+        self.outcome = sample.outcome
+        self.group = sample.group
+        self.categorical = set(sample.categorical)
+        self.level2 = set(sample.level2)
+        self.n_fits = 0
+        self.progress = _Progress(progress)
+
+    def close(self) -> None:
+        self.progress.close()
+
+    def formula(self, terms: Terms) -> str:
+        """lme4-style formula of a model of the search."""
+        fixed = [self.term(name) for name in terms.fixed]
+        fixed += [f"{self.term(a)}:{self.term(b)}" for a, b in terms.interactions]
+        rhs = " + ".join(["1", *fixed])
+        random = " + ".join(["1", *(self.term(s) for s in terms.slopes)])
+        return f"{_quote(self.outcome)} ~ {rhs} + ({random} | {_quote(self.group)})"
+
+    def term(self, name: str) -> str:
+        return f"C({_quote(name)})" if name in self.categorical else _quote(name)
+
+    def fit_terms(self, terms: Terms, start: Any = None) -> Any:
+        """ML fit of ``terms`` on the analysis rows, warm-started from ``start`` (a Fit)."""
+        from autoglmm.fitting import fit
+
+        self.n_fits += 1
+        warm = start.start_values() if start is not None else None
+        return fit(self.formula(terms), self.data, family=self.family, reml=False, start=warm)
+
+    def skip_reason(self, stage: str, term: Any) -> str | None:
+        """Why a slope candidate cannot have a random slope (None when it can)."""
+        if stage != "slope":
+            return None
+        if term in self.level2:
+            return "level-2 predictor (constant within every group): no random slope"
+        if term in self.categorical and self.data[term].nunique() > 2:
+            levels = self.data[term].nunique()
+            return f"categorical predictor with {levels} levels (> 2): no random slope"
+        return None
+
+    def stage(
+        self,
+        stage: str,
+        terms: Terms,
+        current: Any,
+        candidates: Sequence[Any],
+        alpha: float,
+        patience: int,
+        max_accept: int | None = None,
+    ) -> tuple[Terms, Any, list[Step]]:
+        """One forward stage: try candidates in order until ``patience`` consecutive misses.
+
+        Skipped and not-converged candidates neither count as misses nor reset the count.
+        """
+        steps: list[Step] = []
+        misses = accepted = 0
+        self.progress.start(stage, len(candidates))
+        for cand in candidates:
+            if max_accept is not None and accepted >= max_accept:
+                break
+            name = ":".join(cand) if isinstance(cand, tuple) else cand
+            self.progress.advance(stage, name)
+            skip = self.skip_reason(stage, cand)
+            if skip is not None:
+                steps.append(_skipped(stage, name, skip))
+                continue
+            new_terms = terms.extend(stage, cand)
+            step, fitted = self.evaluate(stage, name, current, new_terms, alpha)
+            steps.append(step)
+            if step.status == "accepted":
+                terms, current, misses, accepted = new_terms, fitted, 0, accepted + 1
+            elif step.status == "rejected":
+                misses += 1
+                if misses >= patience:
+                    break
+        self.progress.finish(stage)
+        return terms, current, steps
+
+    def evaluate(
+        self, stage: str, name: str, current: Any, new_terms: Terms, alpha: float
+    ) -> tuple[Step, Any]:
+        """Fit one candidate and decide: skipped, not_converged, accepted or rejected."""
+        from autoglmm.likelihood_ratio import lrt
+
+        formula = self.formula(new_terms)
+        try:
+            fitted = self.fit_terms(new_terms, start=current)
+        except (np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError) as err:
+            return _skipped(stage, name, f"not converged: {err}", "not_converged", formula), None
+        base = {
+            "stage": stage,
+            "term": name,
+            "loglik": float(fitted.loglik),
+            "df": int(fitted.df),
+            "formula": formula,
+            "aic": float(fitted.aic),
+            "bic": float(fitted.bic),
+        }
+        dropped = tuple(getattr(fitted, "dropped_columns", ()) or ())
+        if dropped:
+            reason = f"collinear with the model: column(s) {', '.join(dropped)} dropped"
+            return Step(
+                status="skipped", chisq=None, test_df=None, p=None, reason=reason, **base
+            ), None
+        if not fitted.converged:
+            detail = "; ".join(fitted.messages) or "the optimizer did not converge"
+            return Step(
+                status="not_converged",
+                chisq=None,
+                test_df=None,
+                p=None,
+                reason=f"not converged: {detail}",
+                **base,
+            ), None
+        test = lrt(current, fitted, mixture=stage == "slope")
+        p = float(test.p)
+        ok = p < alpha
+        reason = f"p = {_fmt_p(p)} {'<' if ok else '>='} {alpha:g}"
+        if stage == "slope":
+            reason += f" (mixture of chi2({int(test.df) - 1}) and chi2({int(test.df)}))"
+        step = Step(
+            status="accepted" if ok else "rejected",
+            chisq=float(test.chisq),
+            test_df=int(test.df),
+            p=p,
+            reason=reason,
+            **base,
+        )
+        return step, fitted
+
+
+def _skipped(stage: str, name: str, reason: str, status: str = "skipped", formula: str = ""):
+    return Step(stage, name, status, None, None, None, None, None, reason, formula, None, None)
+
+
+# --- ICC, ranking, sample helpers ----------------------------------------------------------
+
+
+def icc_of(null: Any, family: str, group: str, link: str | None = None) -> float:
+    """ICC of the null model with the family's level-1 variance (SPEC section 2, step 2)."""
+    try:
+        from autoglmm.icc import icc as icc_function
+    except ImportError:
+        icc_function = None
+    if icc_function is not None:
+        return float(icc_function(null))
+    from autoglmm.r2 import distribution_variance
+
+    tau2 = float(_cov_re(null, group).iloc[0, 0])
+    lam = None
+    if family == "poisson":
+        lam = math.exp(float(null.fixef.iloc[0]) + tau2 / 2)
+    resid = distribution_variance(family, link, getattr(null, "sigma2", None), lam)
+    return tau2 / (tau2 + resid)
+
+
+def _cov_re(fit: Any, group: str) -> pd.DataFrame:
+    cov = fit.cov_re
+    if isinstance(cov, dict):
+        cov = cov[group] if group in cov else next(iter(cov.values()))
+    return cov
+
+
+def _load(data: Any) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, str | os.PathLike):
+        from autoglmm.data import read_data
+
+        return read_data(data)
+    raise UsageError(
+        f"data must be a DataFrame or a file path, not {type(data).__name__}; "
+        "pass a DataFrame or a .csv/.parquet/.sav/.dta/.sas7bdat path"
+    )
+
+
+def _user_ranking(ranking: Any, frame: pd.DataFrame, outcome: str, group: str):
+    """Names of a user-supplied ranking (list or file), checked against the data."""
+    if ranking is None:
+        return None
+    if isinstance(ranking, str | os.PathLike):
+        path = Path(ranking)
+        if not path.is_file():
+            raise DataError(f"ranking file '{path}' not found; give a file with one name per line")
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        names = [str(n) for n in ranking]
+    if not names:
+        raise UsageError("the ranking is empty; give predictor names in rank order")
+    unknown = [n for n in names if n not in frame.columns]
+    if unknown:
+        shown = ", ".join(f"'{n}'" for n in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise DataError(
+            f"the ranking names {len(unknown)} column(s) not in the data: {shown}{more}; "
+            "fix the names (they are case-sensitive) or remove them from the ranking"
+        )
+    role = [n for n in names if n in (outcome, group)]
+    if role:
+        raise UsageError(f"the ranking names the outcome or group ('{role[0]}'); remove it")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UsageError(f"the ranking names '{dup}' twice; list each predictor once")
+    return names
+
+
+def _user_ranking_object(names: list[str]) -> Any:
+    """A Ranking for user-given names: importances NaN, ranks 1..k."""
+    from autoglmm import ranking as ranking_module
+
+    factory = getattr(ranking_module.Ranking, "from_names", None)
+    if factory is not None:
+        return factory(names)
+    return ranking_module.Ranking.from_frame(  # pragma: no cover - older Ranking
+        pd.DataFrame({"predictor": names, "importance": np.nan})
+    )
+
+
+def _forest_ranking(sample: Any, data: pd.DataFrame, params: dict, seed: int) -> Any:
+    from autoglmm.ranking import rank_predictors
+
+    return rank_predictors(
+        data,
+        sample.outcome,
+        sample.group,
+        family=params["family"],
+        predictors=list(sample.predictors),
+        ntree=params["ntree"],
+        mtry=params["mtry"],
+        max_missing=params["max_missing"],
+        min_group_size=params["min_group_size"],
+        seed=seed,
+        n_jobs=params["n_jobs"],
+        progress=params["progress"],
+    )
+
+
+def _ranked_predictors(rank: Any, sample: Any) -> list[str]:
+    """Ranking order restricted to the sample's predictors (the rest were excluded)."""
+    usable = set(sample.predictors)
+    return [str(n) for n in rank.names if str(n) in usable]
+
+
+def _analysis_data(sample: Any, standardize: bool) -> pd.DataFrame:
+    """The rows every model is fitted on; numeric predictors z-scored when asked."""
+    data = sample.data
+    if not standardize:
+        return data
+    data = data.copy()
+    numeric = [c for c in sample.predictors if c not in set(sample.categorical)]
+    values = data[numeric].to_numpy(dtype=float)
+    sd = values.std(axis=0, ddof=1)
+    data[numeric] = (values - values.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return data
+
+
+def _run_seed(seed: int | None) -> int:
+    """The seed actually used (drawn and recorded when None, so a run can be repeated)."""
+    if seed is not None:
+        return int(seed)
+    return int(np.random.SeedSequence().entropy % (2**31))
+
+
+def _check_params(params: dict) -> dict:
+    """Validate the search settings and fill the per-stage alphas; JSON-ready copy."""
+    params = {k: v for k, v in params.items() if k not in ("data",)}
+    for key in ("alpha_fixed", "alpha_interaction", "alpha_slope"):
+        if params[key] is None:
+            params[key] = params["alpha"]
+    for key in ("alpha", "alpha_fixed", "alpha_interaction", "alpha_slope", "icc_threshold"):
+        value = params[key]
+        if not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise UsageError(f"{key} must be a number in [0, 1], got {value!r}")
+    for key, low in (("n_essential", 0), ("patience", 1), ("ntree", 1)):
+        value = params[key]
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise UsageError(f"{key} must be a whole number >= {low}, got {value!r}")
+    for key in ("max_slopes", "mtry", "n_jobs"):
+        value = params[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{key} must be a whole number or None, got {value!r}")
+    if params["max_slopes"] is not None and params["max_slopes"] < 0:
+        raise UsageError(f"max_slopes must be >= 0, got {params['max_slopes']}")
+    ranking = params["ranking"]
+    if ranking is not None and not isinstance(ranking, str | os.PathLike):
+        params["ranking"] = [str(n) for n in ranking]
+    elif ranking is not None:
+        params["ranking"] = str(ranking)
+    for key in ("predictors", "exclude"):
+        if params[key] is not None and not isinstance(params[key], str):
+            params[key] = [str(n) for n in params[key]]
+    return params
+
+
+# --- result assembly -----------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 4)
+        self.last = now
+
+
+def _manifest(params: dict, seed: int, sample: Any, clock: _Clock) -> dict:
+    from autoglmm import __version__
+
+    return {
+        "version": __version__,
+        "seed": seed,
+        "params": {k: _json_value(v) for k, v in params.items()},
+        "data_hash": data_hash(sample.data),
+        "timings": clock.timings,  # filled as the search runs
+    }
+
+
+def data_hash(frame: pd.DataFrame) -> str:
+    """sha256 of the analysis data: column names, dtypes and every value (row order kept)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _build(
+    ctx, null, icc, glmm_needed, stop_reason, rank, steps, models, params, manifest, clock
+) -> SearchResult:
+    models = {"null": (Terms(), null), **models}
+    r2 = {name: model_r2(fit, null, ctx, terms) for name, (terms, fit) in models.items()}
+    clock.lap("r2")
+    manifest["timings"]["total"] = round(time.perf_counter() - clock.start, 4)
+    manifest["n_fits"] = ctx.n_fits
+    optimal = models.get("optimal", (Terms(), None))
+    return SearchResult(
+        sample=ctx.sample,
+        family=ctx.family,
+        icc=float(icc),
+        glmm_needed=glmm_needed,
+        stop_reason=stop_reason,
+        ranking=rank,
+        steps=tuple(steps),
+        null=null,
+        base=models.get("base", (None, None))[1],
+        preliminary=models.get("preliminary", (None, None))[1],
+        optimal=optimal[1],
+        optimal_terms=optimal[0].to_dict(),
+        r2=r2,
+        params=manifest["params"],
+        manifest=manifest,
+    )
+
+
+def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
+    """Raudenbush & Bryk and Nakagawa R² of one model of the search (see autoglmm.r2)."""
+    from autoglmm.formula import parse_formula
+    from autoglmm.model_frame import build_model_frame
+    from autoglmm.r2 import r2_all
+
+    frame = build_model_frame(parse_formula(ctx.formula(terms)), ctx.data, family=ctx.family)
+    design = frame.design
+    beta = fit.fixef.reindex(list(design.x_names)).fillna(0.0).to_numpy(dtype=float)
+    null_cov = _cov_re(null, ctx.group)
+    lam = None
+    if ctx.family == "poisson":
+        lam = math.exp(float(null.fixef.iloc[0]) + float(null_cov.iloc[0, 0]) / 2)
+    return r2_all(
+        family=ctx.family,
+        fixed_pred=design.X @ beta,
+        G=_cov_re(fit, ctx.group).to_numpy(),
+        Z=design.Z,
+        sigma2=getattr(fit, "sigma2", None),
+        null_tau00=float(null_cov.iloc[0, 0]),
+        null_sigma2=getattr(null, "sigma2", None),
+        link=getattr(fit, "link", None),
+        lam=lam,
+    )
+
+
+def _result_dict(result: SearchResult) -> dict:
+    sample = result.sample
+    ranking = []
+    if result.ranking is not None:
+        frame = result.ranking.to_frame()
+        name_col = "predictor" if "predictor" in frame.columns else frame.columns[0]
+        ranking = [
+            {"predictor": str(n), "importance": _json_value(v)}
+            for n, v in zip(frame[name_col], frame["importance"], strict=True)
+        ]
+    models = {
+        name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
+        for name in ("null", "base", "preliminary", "optimal")
+    }
+    return {
+        "n_obs": int(sample.n_obs),
+        "n_groups": int(sample.n_groups),
+        "dropped": sample.report.to_dict(),
+        "icc": _json_value(result.icc),
+        "glmm_needed": bool(result.glmm_needed),
+        "stop_reason": result.stop_reason,
+        "family": result.family,
+        "outcome": sample.outcome,
+        "group": sample.group,
+        "ranking": ranking,
+        "steps": [s.to_dict() for s in result.steps],
+        "models": models,
+        "optimal_terms": result.optimal_terms,
+        "manifest": _json_value(result.manifest),
+    }
+
+
+def _model_dict(fit: Any, r2: dict | None, group: str) -> dict | None:
+    """One model of result.json; fixef statistics are Wald z with a normal reference."""
+    if fit is None:
+        return None
+    table = zip(fit.fixef.index, fit.fixef, fit.se, fit.stat, fit.pvalues, strict=True)
+    fixef = {
+        str(term): {"estimate": float(est), "se": _json_value(float(se)),
+                    "stat": _json_value(float(z)), "p": _json_value(float(p))}
+        for term, est, se, z, p in table
+    }  # fmt: skip
+    cov = _cov_re(fit, group)
+    cov_re = {
+        group: {str(r): {str(c): float(cov.loc[r, c]) for c in cov.columns} for r in cov.index}
+    }
+    sigma2 = getattr(fit, "sigma2", None)
+    return {
+        "formula": fit.formula,
+        "loglik": float(fit.loglik),
+        "df": int(fit.df),
+        "aic": float(fit.aic),
+        "bic": float(fit.bic),
+        "fixef": fixef,
+        "cov_re": cov_re,
+        "sigma2": _json_value(sigma2),
+        "r2": {k: _json_value(v) for k, v in (r2 or {}).items()},
+        "converged": bool(fit.converged),
+        "singular": bool(fit.singular),
+    }
+
+
+def _json_value(value: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN/inf -> None, containers recursed."""
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return value
+
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def _quote(name: str) -> str:
+    """Backtick-quote a column name that is not a plain identifier (formulaic's rule)."""
+    return name if _PLAIN.match(name) else f"`{name}`"
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Rich progress bars, one per stage, advanced per candidate fit (no-op when off)."""
+
+    LABELS = {"fixed": "fixed effects", "interaction": "interactions", "slope": "random slopes"}
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description:<16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[dim]{task.fields[term]}"),
+                console=Console(stderr=True),
+            )
+            self.bar.start()
+
+    def start(self, stage: str, total: int) -> None:
+        if self.bar is not None:
+            self.tasks[stage] = self.bar.add_task(self.LABELS[stage], total=total, term="")
+
+    def advance(self, stage: str, term: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.tasks[stage], advance=1, term=term)
+
+    def finish(self, stage: str) -> None:
+        if self.bar is not None:
+            task = self.tasks[stage]
+            done = self.bar.tasks[task].completed
+            self.bar.update(task, total=done, term="done")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
