@@ -72,7 +72,7 @@ _CONTINUOUS = (
 )
 # Gaussian model on the TIMSS scale (points). Logit-scale models divide by _LOGIT_SCALE.
 _SIGMA = 50.0
-_RE_SD = (30.0, 8.0, 6.0)  # intercept, slope of ses, slope of the confidence item
+_RE_SD = (30.0, 10.0, 8.0)  # intercept, slope of ses, slope of the confidence item
 _RE_CORR = np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.1], [-0.2, 0.1, 1.0]])
 _LOGIT_SCALE = 25.0  # 1 logit = 25 points: residual sd pi/sqrt(3) ~ 2 logits ~ 45 points
 
@@ -286,8 +286,8 @@ def _school_index(rng, n_schools: int, mean_size: float, small_share: float) -> 
 def _continuous(rng, school: np.ndarray, n_schools: int) -> dict[str, np.ndarray]:
     """Continuous student variables; ``ses`` clusters strongly by school."""
     n = len(school)
-    school_ses = rng.normal(0.0, 0.6, n_schools)
-    ses = school_ses[school] + rng.normal(0.0, 0.8, n)
+    school_ses = rng.normal(0.0, 0.5, n_schools)
+    ses = school_ses[school] + rng.normal(0.0, 0.85, n)
     return {
         "ses": np.round(ses, 3),
         "study_hours": np.round(rng.gamma(3.0, 0.6, n), 1),
