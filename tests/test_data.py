@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pandas as pd
 import pyreadstat
 import pytest
 
-from autoglmm.data import SUPPORTED_EXTENSIONS, read_data
+from autoglmm.data import SUPPORTED_EXTENSIONS, Labels, read_data
 from autoglmm.errors import DataError, UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -122,6 +124,26 @@ def test_sas7bdat_fixture():
     assert df["gender"].tolist()[:2] == ["girl", "boy"]
     assert df["gender"].isna().tolist() == [False, False, True, False, False]
     assert df.attrs["variable_labels"] == {"school": "School ID", "score": "Mathematics score"}
+
+
+def test_labels_are_shared_read_only_and_picklable(tmp_path):
+    df_in = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    path = tmp_path / "small.sav"
+    pyreadstat.write_sav(
+        df_in, path, column_labels={"a": "Item A"}, variable_value_labels={"a": {1.0: "yes"}}
+    )
+    df = read_data(path)
+    labels = df.attrs["value_labels"]
+    assert isinstance(labels, Labels) and isinstance(labels["a"], Labels)
+    # pandas deep-copies attrs on each column access; the labels must be shared, not copied
+    assert df["b"].attrs["value_labels"] is labels
+    with pytest.raises(TypeError, match="read-only"):
+        labels["a"][2.0] = "no"
+    with pytest.raises(TypeError, match="read-only"):
+        df.attrs["variable_labels"].update(b="Item B")
+    back = pickle.loads(pickle.dumps(df))
+    assert back.attrs == {"variable_labels": {"a": "Item A"}, "value_labels": {"a": {1.0: "yes"}}}
+    assert json.loads(json.dumps(back.attrs["variable_labels"])) == {"a": "Item A"}
 
 
 def test_dataframe_passes_through_as_a_copy(frame):

@@ -11,8 +11,10 @@ would mislead the model:
 - dates become ``datetime64`` columns, and blank strings become missing.
 
 The same metadata keys are filled for Stata (``.dta``) and SAS (``.sas7bdat``) files, and set
-to empty dicts for CSV and Parquet files. Every failure is a one-line
-:class:`~autoglmm.errors.DataError` that names the file and the fix.
+to empty dicts for CSV and Parquet files. The label dicts are read-only :class:`Labels`, so
+pandas shares them between derived frames instead of deep-copying them on every operation.
+Every failure is a one-line :class:`~autoglmm.errors.DataError` that names the file and the
+fix.
 
 Examples
 --------
@@ -32,7 +34,7 @@ import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
 
-__all__ = ["SUPPORTED_EXTENSIONS", "read_data"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Labels", "read_data"]
 
 #: File extensions :func:`read_data` understands, mapped to a human name of the format.
 SUPPORTED_EXTENSIONS: dict[str, str] = {
@@ -43,6 +45,31 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".dta": "Stata",
     ".sas7bdat": "SAS",
 }
+
+
+class Labels(dict):
+    """A read-only dict of labels, shared (not copied) between derived frames.
+
+    pandas deep-copies ``DataFrame.attrs`` on nearly every operation, including each column
+    access; with the value labels of hundreds of SPSS items that costs milliseconds per
+    ``df[col]``. An immutable mapping can be shared safely, so copying it is free. To change
+    labels, assign a new dict: ``df.attrs["variable_labels"] = {**old, "x": "new label"}``.
+    """
+
+    def __deepcopy__(self, memo: dict) -> Labels:
+        return self
+
+    def __copy__(self) -> Labels:
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("labels are read-only; assign a new dict to df.attrs[...] instead")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
 
 
 def read_data(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
@@ -162,8 +189,8 @@ def _blank_strings_to_missing(df: pd.DataFrame) -> None:
 def _with_labels(
     df: pd.DataFrame, variable_labels: dict[str, str], value_labels: dict[str, dict]
 ) -> pd.DataFrame:
-    df.attrs["variable_labels"] = variable_labels
-    df.attrs["value_labels"] = value_labels
+    df.attrs["variable_labels"] = Labels(variable_labels)
+    df.attrs["value_labels"] = Labels({col: Labels(v) for col, v in value_labels.items()})
     return df
 
 
