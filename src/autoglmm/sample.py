@@ -158,7 +158,7 @@ class SampleReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AnalysisSample:
     """The fixed rows and predictors of a search.
 
