@@ -269,23 +269,19 @@ def build_sample(
     family = _check_family(family)
     _check_settings(data, max_missing, min_group_size)
     candidates, user_excluded = _candidate_columns(data, outcome, group, predictors, exclude)
+    need_predictors = predictors is None or len(predictors) > 0
     work = data.copy(deep=False)
-    work.attrs = {}  # pandas deep-copies attrs on every column access: keep this loop cheap
+    work.attrs = {}  # pandas deep-copies attrs on every column access: keep the loops cheap
 
     g_codes, g_levels = _group_codes(work[group], group)
     y = _outcome_values(work[outcome], outcome)
-    steps = [_step("input", "input data", np.ones(len(work), bool), None, g_codes)]
+    track = _StepLog(g_codes)
+    track.record("input", "input data", np.ones(len(work), dtype=bool))
     rows = (g_codes >= 0) & ~np.isnan(y)
-    steps.append(
-        _step(
-            "missing_outcome_or_group",
-            "rows with outcome and group",
-            rows,
-            steps[-1],
-            g_codes,
-            f"{int(np.isnan(y).sum())} missing outcome, {int((g_codes < 0).sum())} missing group",
-        )
+    n_missing = (
+        f"{int(np.isnan(y).sum())} missing outcome, {int((g_codes < 0).sum())} missing group"
     )
+    track.record("missing_outcome_or_group", "rows with outcome and group", rows, n_missing)
     if not rows.any():
         raise DataError(
             f"no row has both the outcome '{outcome}' and the group '{group}'; "
@@ -294,52 +290,21 @@ def build_sample(
     validate_outcome(y[rows], family)
 
     idx = np.flatnonzero(rows)
-    exclusions = [Exclusion(c, "user", "excluded by the user") for c in user_excluded]
-    usable, dropped = _screen_predictors(work, candidates, idx, max_missing)
-    exclusions += dropped
+    usable, exclusions = _screen_predictors(work, candidates, idx, max_missing)
+    exclusions = [Exclusion(c, "user", "excluded by the user") for c in user_excluded] + exclusions
     kept = [c for c in candidates if c in usable]
-    if not kept and (predictors is None or len(predictors) > 0):
+    if need_predictors and not kept:
         raise DataError(_no_predictors_message(candidates, exclusions, max_missing))
-    steps.append(
-        _step(
-            "exclude_predictors",
-            "predictor exclusion",
-            rows,
-            steps[-1],
-            g_codes,
-            f"{len(kept)} of {len(candidates)} candidate predictors kept",
-        )
-    )
+    detail = f"{len(kept)} of {len(candidates)} candidate predictors kept"
+    track.record("exclude_predictors", "predictor exclusion", rows, detail)
 
     codes = np.column_stack([usable[c] for c in kept]) if kept else np.zeros((len(idx), 0), int)
-    complete = (codes >= 0).all(axis=1)
-    rows = _scatter(len(work), idx[complete])
-    steps.append(_step("complete_cases", "complete cases", rows, steps[-1], g_codes))
-    codes = codes[complete]
-
-    sizes = np.bincount(g_codes[rows], minlength=len(g_levels))
-    small = (sizes > 0) & (sizes < min_group_size)
-    keep_row = ~small[g_codes[idx[complete]]]
-    rows = _scatter(len(work), idx[complete][keep_row])
-    steps.append(
-        _step(
-            "min_group_size",
-            f"groups with at least {min_group_size} rows",
-            rows,
-            steps[-1],
-            g_codes,
-        )
-    )
-    codes = codes[keep_row]
-    n_groups = steps[-1].groups_after
-    if n_groups < 2:
-        raise DataError(
-            _few_groups_message(group, n_groups, steps[-2].rows_after, len(kept), min_group_size)
-        )
-
+    rows, codes, sizes = _filter_rows(codes, idx, g_codes, len(g_levels), min_group_size, track)
+    if track.steps[-1].groups_after < 2:
+        raise DataError(_few_groups_message(group, track.steps, len(kept), min_group_size))
     kept, codes, late = _drop_late_constants(kept, codes)
     exclusions += late
-    if not kept and (predictors is None or len(predictors) > 0):
+    if need_predictors and not kept:
         raise DataError(_no_predictors_message(candidates, exclusions, max_missing))
     if np.ptp(y[rows]) == 0:
         raise DataError(
@@ -347,17 +312,15 @@ def build_sample(
             "there is nothing to model, check the outcome column"
         )
 
-    level2 = _level2(codes, g_codes[rows], kept)
     sample_data = _sample_frame(work, rows, outcome, group, kept)
-    categorical = tuple(c for c in kept if _is_categorical(sample_data[c]))
     variable_labels = data.attrs.get("variable_labels") or {}
-    labels = {c: str(variable_labels[c]) for c in kept if variable_labels.get(c)}
+    small = np.flatnonzero((sizes > 0) & (sizes < min_group_size))
     report = SampleReport(
-        steps=tuple(steps),
+        steps=tuple(track.steps),
         exclusions=tuple(exclusions),
-        dropped_groups=tuple((g_levels[j], int(sizes[j])) for j in np.flatnonzero(small)),
+        dropped_groups=tuple((g_levels[j], int(sizes[j])) for j in small),
         n_obs=int(rows.sum()),
-        n_groups=n_groups,
+        n_groups=track.steps[-1].groups_after,
         max_missing=float(max_missing),
         min_group_size=int(min_group_size),
         family=family,
@@ -367,11 +330,50 @@ def build_sample(
         outcome=outcome,
         group=group,
         predictors=tuple(kept),
-        categorical=categorical,
-        level2=level2,
-        labels=labels,
+        categorical=tuple(c for c in kept if _is_categorical(sample_data[c])),
+        level2=_level2(codes, g_codes[rows], kept),
+        labels={c: str(variable_labels[c]) for c in kept if variable_labels.get(c)},
         report=report,
     )
+
+
+class _StepLog:
+    """Records each row-filtering step with rows and groups before and after it."""
+
+    def __init__(self, g_codes: np.ndarray) -> None:
+        self.g_codes = g_codes
+        self.steps: list[SampleStep] = []
+
+    def record(self, name: str, description: str, rows: np.ndarray, detail: str = "") -> None:
+        g = self.g_codes[rows]
+        n_groups = int(np.unique(g[g >= 0]).size)
+        n_rows = int(rows.sum())
+        prev = self.steps[-1] if self.steps else None
+        before = (prev.rows_after, prev.groups_after) if prev else (n_rows, n_groups)
+        self.steps.append(
+            SampleStep(name, description, before[0], n_rows, before[1], n_groups, detail)
+        )
+
+
+def _filter_rows(
+    codes: np.ndarray,
+    idx: np.ndarray,
+    g_codes: np.ndarray,
+    n_levels: int,
+    min_group_size: int,
+    track: _StepLog,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Complete cases, then the group-size filter: kept-row mask, their codes, group sizes."""
+    n = len(g_codes)
+    complete = (codes >= 0).all(axis=1)
+    idx, codes = idx[complete], codes[complete]
+    rows = _scatter(n, idx)
+    track.record("complete_cases", "complete cases", rows)
+    sizes = np.bincount(g_codes[idx], minlength=n_levels)
+    keep = sizes[g_codes[idx]] >= min_group_size
+    rows = _scatter(n, idx[keep])
+    track.record("min_group_size", f"groups with at least {min_group_size} rows", rows)
+    return rows, codes[keep], sizes
 
 
 # --- argument checks -----------------------------------------------------------------------
@@ -568,22 +570,6 @@ def _sample_frame(
 # --- small helpers -------------------------------------------------------------------------
 
 
-def _step(
-    name: str,
-    description: str,
-    rows: np.ndarray,
-    previous: SampleStep | None,
-    g_codes: np.ndarray,
-    detail: str = "",
-) -> SampleStep:
-    g = g_codes[rows]
-    n_groups = int(np.unique(g[g >= 0]).size)
-    n_rows = int(rows.sum())
-    before_rows = previous.rows_after if previous else n_rows
-    before_groups = previous.groups_after if previous else n_groups
-    return SampleStep(name, description, before_rows, n_rows, before_groups, n_groups, detail)
-
-
 def _scatter(n: int, idx: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[idx] = True
@@ -625,12 +611,13 @@ def _no_predictors_message(candidates: list, exclusions: list[Exclusion], max_mi
 
 
 def _few_groups_message(
-    group: str, n_groups: int, n_complete: int, n_predictors: int, min_size: int
+    group: str, steps: list[SampleStep], n_predictors: int, min_size: int
 ) -> str:
     return (
-        f"only {n_groups} group(s) of '{group}' left after filtering ({n_complete} complete "
-        f"rows over {n_predictors} predictors, min_group_size={min_size}); a mixed model needs "
-        "at least 2: lower min_group_size or max_missing, or pass fewer predictors"
+        f"only {steps[-1].groups_after} group(s) of '{group}' left after filtering "
+        f"({steps[-2].rows_after} complete rows over {n_predictors} predictors, "
+        f"min_group_size={min_size}); a mixed model needs at least 2: lower min_group_size "
+        "or max_missing, or pass fewer predictors"
     )
 
 
