@@ -1,0 +1,254 @@
+"""Everything a search writes (SPEC section 3), built from a :class:`SearchResult`.
+
+:func:`write_report` writes, atomically: result.json (validated against
+``result_schema.json``), report.html (one self-contained page), importance.png and .svg,
+steps.csv, comparison.md and equation.tex. Nothing is written half-way: all files are built in
+a temporary directory beside ``out_dir`` and moved into place only when every one succeeded.
+
+Example
+-------
+>>> res = autoglmm.search(df, "math", "school")             # doctest: +SKIP
+>>> write_report(res, "out/")                               # doctest: +SKIP
+PosixPath('out')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoglmm.errors import UsageError
+
+__all__ = ["OUTPUT_FILES", "load_schema", "validate_result_dict", "write_report"]
+
+#: The files write_report creates, in the order they are written.
+OUTPUT_FILES = (
+    "result.json",
+    "steps.csv",
+    "comparison.md",
+    "equation.tex",
+    "importance.png",
+    "importance.svg",
+    "report.html",
+)
+
+
+def write_report(result: Any, out_dir: str | os.PathLike) -> Path:
+    """Write every output of SPEC section 3 for ``result`` into ``out_dir``, atomically.
+
+    Parameters
+    ----------
+    result : a :class:`autoglmm.selection.SearchResult` (also one stopped at the ICC gate).
+    out_dir : directory to create or update. Missing parent directories are created.
+        A new or empty directory is replaced by a single rename. In an existing directory
+        only the files of :data:`OUTPUT_FILES` are replaced and other files are kept.
+
+    Returns
+    -------
+    Path of ``out_dir``.
+
+    Raises
+    ------
+    UsageError
+        ``out_dir`` exists and is not a directory.
+    Any error while building an output: ``out_dir`` is then absent (if it was) or untouched,
+    and no temporary files are left behind.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the output path '{out}' is a file; give a directory with --out")
+    created = _first_missing(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        build_outputs(result, tmp)
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return out
+
+
+def build_outputs(result: Any, directory: Path) -> None:
+    """Write all outputs into ``directory`` (which must exist), without any atomicity."""
+    from autoglmm.report import html, plots
+    from autoglmm.report.equation import model_equation
+
+    directory = Path(directory)
+    data = result_dict(result)
+    (directory / "result.json").write_text(
+        json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    steps_frame(result).to_csv(directory / "steps.csv", index=False)
+    (directory / "comparison.md").write_text(comparison_markdown(result), encoding="utf-8")
+    tex = _tex_header(result) + model_equation(result, "latex") + "\n"
+    (directory / "equation.tex").write_text(tex, encoding="utf-8")
+    figures = plots.write_importance(result, directory)
+    page = html.render_html(result, figures["svg"])
+    (directory / "report.html").write_text(page, encoding="utf-8")
+
+
+# --- result.json ---------------------------------------------------------------------------
+
+
+def load_schema() -> dict:
+    """The JSON schema of result.json (SPEC section 3)."""
+    text = resources.files("autoglmm.report").joinpath("result_schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def result_dict(result: Any) -> dict:
+    """``result.to_dict()`` made strictly JSON-safe (NaN -> null) and checked against the schema."""
+    data = _plain(result.to_dict())
+    validate_result_dict(data)
+    return data
+
+
+def validate_result_dict(data: dict) -> None:
+    """Validate a result.json dict against the schema when jsonschema is installed.
+
+    jsonschema is a test dependency, not a runtime one; without it only the top-level keys are
+    checked. A failure is a bug in autoglmm, so it raises ``ValueError`` with the path.
+    """
+    schema = load_schema()
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - jsonschema is in the test extra
+        missing = [k for k in schema["required"] if k not in data]
+        if missing:
+            raise ValueError(f"result.json lacks the keys {missing}") from None
+        return
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "(top level)"
+        raise ValueError(f"result.json does not match its schema at {where}: {error.message}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return value
+
+
+# --- the small text outputs ----------------------------------------------------------------
+
+
+def steps_frame(result: Any) -> pd.DataFrame:
+    """The trace as a frame (the search's own ``steps_frame`` when it has one)."""
+    method = getattr(result, "steps_frame", None)
+    if callable(method):
+        return method()
+    return pd.DataFrame([dataclasses.asdict(s) for s in result.steps])
+
+
+def comparison_markdown(result: Any) -> str:
+    """comparison.md: the comparison table of every stage and the V-number key they use."""
+    from autoglmm.report import tables
+
+    sample = result.sample
+    lines = [f"# Model comparison: {sample.outcome} in {sample.group}", ""]
+    if getattr(result, "stop_reason", None):
+        lines += [f"The search stopped at the ICC gate: {result.stop_reason}.", ""]
+    number = 2
+    used: set[str] = set()
+    for stage in tables.STAGES:
+        frame = tables.comparison_table(result, stage)
+        if len(frame) < 2:
+            if len(frame) == 1 and not getattr(result, "stop_reason", None):
+                title = tables.STAGES[stage][2]
+                lines += [f"**{title}**: no candidate model was fitted (see steps.csv).", ""]
+            continue
+        lines += [tables.comparison(result, stage, number=number).to_markdown(), ""]
+        number += 1
+        for term in frame["term"]:
+            used.update(str(term).split(":") if term else [])
+    key = tables.variable_map(result)
+    key = key[key["predictor"].isin(used)]
+    if len(key):
+        table = tables.variable_table(result, list(key["predictor"]), number=1)
+        lines += [table.to_markdown(), ""]
+    return "\n".join(lines)
+
+
+def _tex_header(result: Any) -> str:
+    from autoglmm.report.equation import equation_model
+    from autoglmm.report.tables import variable_map
+    from autoglmm.report.terms import term_parts
+
+    name, fit = equation_model(result)
+    lines = [
+        f"% The {name} model of the autoglmm search (needs \\usepackage{{amsmath}}).",
+        f"% {getattr(fit, 'formula', '')}",
+    ]
+    vmap = variable_map(result)
+    names = [str(n) for n in pd.Series(fit.fixef).index]
+    names += [str(n) for g in fit.cov_re.values() for n in pd.DataFrame(g).index]
+    used = {p for n in names for p, _ in term_parts(n, list(vmap["predictor"]))}
+    for row in vmap.itertuples(index=False):
+        if row.predictor in used:
+            label = f" ({row.label})" if row.label else ""
+            lines.append(f"% {row.V} = {row.predictor}{label}")
+    return "\n".join(lines) + "\n"
+
+
+# --- atomic install ------------------------------------------------------------------------
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost ancestor of ``path`` (or itself) that does not exist yet."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move the finished outputs from ``tmp`` to ``out``; roll back on any error."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    backup = tmp / ".previous"
+    backup.mkdir()
+    done: list[str] = []
+    try:
+        for name in OUTPUT_FILES:
+            target = out / name
+            if target.exists():
+                os.replace(target, backup / name)
+            done.append(name)
+            os.replace(tmp / name, target)
+    except BaseException:
+        for name in reversed(done):
+            if (backup / name).exists():
+                os.replace(backup / name, out / name)
+            else:
+                (out / name).unlink(missing_ok=True)
+        raise
+    shutil.rmtree(tmp)

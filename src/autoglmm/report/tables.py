@@ -1,0 +1,589 @@
+"""The report's tables, built once as a :class:`Table` and rendered to text, Markdown, HTML, LaTeX.
+
+One table model, many renderings (as MixedModels.jl's mimeshow.jl does): the numbers in
+report.html, comparison.md and the console are formatted by the same code, so they cannot
+disagree. The functions named in the search contract return pandas frames
+(:func:`comparison_table`, :func:`variable_map`); the ``*_table`` functions return
+:class:`Table` objects for rendering.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from autoglmm.report.terms import (
+    is_intercept,
+    model_fits,
+    ranking_frame,
+    term_parts,
+    v_numbers,
+)
+
+__all__ = [
+    "Column",
+    "Table",
+    "STAGES",
+    "comparison_table",
+    "comparison",
+    "variable_map",
+    "variable_table",
+    "fixed_effects_table",
+    "random_effects_table",
+    "r2_table",
+    "trace_table",
+    "sample_table",
+    "exclusions_table",
+    "term_label",
+]
+
+#: Stage name -> (model the stage starts from, its display name, the table's title).
+STAGES: dict[str, tuple[str, str, str]] = {
+    "fixed": ("null", "Null model", "Forward selection of fixed effects"),
+    "interaction": ("base", "Base model", "Interactions among the essential predictors"),
+    "slope": ("preliminary", "Preliminary model", "Random slopes"),
+}
+
+COMPARISON_COLUMNS = ["Model", "df", "AIC", "logLik", "Δχ²", "p", "status", "term", "test_df"]
+MISSING = "–"
+
+
+# --- the table model -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: its header, how its values are formatted, and its LaTeX header."""
+
+    name: str
+    kind: str = "text"  # text | int | float | p | sci
+    digits: int = 2
+    latex: str | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "text"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A small immutable table that renders itself in four formats from the same cells."""
+
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    title: str = ""
+    note: str = ""
+    row_classes: tuple[str, ...] = field(default=())
+
+    def cells(self, minus: str = "-") -> list[list[str]]:
+        """Formatted cell strings, row by row."""
+        return [
+            [format_value(v, c, minus) for v, c in zip(row, self.columns, strict=True)]
+            for row in self.rows
+        ]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The raw (unformatted) values as a DataFrame."""
+        return pd.DataFrame(list(self.rows), columns=[c.name for c in self.columns])
+
+    def to_text(self) -> str:
+        """Fixed-width plain text, for the console and logs."""
+        header = [c.name for c in self.columns]
+        body = self.cells()
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+        def line(row: Sequence[str]) -> str:
+            out = [
+                cell.rjust(w) if col.numeric else cell.ljust(w)
+                for cell, w, col in zip(row, widths, self.columns, strict=True)
+            ]
+            return "  ".join(out).rstrip()
+
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        lines = ([self.title] if self.title else []) + [rule, line(header), rule]
+        lines += [line(r) for r in body] + [rule]
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured Markdown pipe table (title in bold above, note below)."""
+
+        def esc(s: str) -> str:
+            return s.replace("|", "\\|")
+
+        head = "| " + " | ".join(esc(c.name) for c in self.columns) + " |"
+        align = "|" + "|".join("---:" if c.numeric else ":---" for c in self.columns) + "|"
+        body = ["| " + " | ".join(esc(x) for x in row) + " |" for row in self.cells()]
+        parts = ([f"**{self.title}**", ""] if self.title else []) + [head, align, *body]
+        if self.note:
+            parts += ["", f"*{self.note}*"]
+        return "\n".join(parts)
+
+    def to_html(self, table_class: str = "tbl") -> str:
+        """An HTML table with caption and note; numeric cells are right-aligned."""
+        out = [f'<table class="{table_class}">']
+        if self.title:
+            out.append(f"<caption>{html.escape(self.title)}</caption>")
+        out.append("<thead><tr>")
+        for c in self.columns:
+            cls = ' class="num"' if c.numeric else ""
+            out.append(f"<th{cls}>{html.escape(c.name)}</th>")
+        out.append("</tr></thead><tbody>")
+        classes = self.row_classes or ("",) * len(self.rows)
+        for row, rc in zip(self.cells(minus="\u2212"), classes, strict=True):
+            out.append(f'<tr class="{html.escape(rc)}">' if rc else "<tr>")
+            for cell, c in zip(row, self.columns, strict=True):
+                cls = ' class="num"' if c.numeric else ""
+                out.append(f"<td{cls}>{html.escape(cell)}</td>")
+            out.append("</tr>")
+        out.append("</tbody>")
+        if self.note:
+            note = html.escape(self.note)
+            out.append(f'<tfoot><tr><td colspan="{len(self.columns)}">{note}</td></tr></tfoot>')
+        out.append("</table>")
+        return "".join(out)
+
+    def to_latex(self) -> str:
+        """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+        spec = "".join("r" if c.numeric else "l" for c in self.columns)
+        head = " & ".join(c.latex or latex_escape(c.name) for c in self.columns)
+        lines = [r"\begin{table}[ht]", r"\centering"]
+        if self.title:
+            lines.append(r"\caption{" + latex_escape(self.title) + "}")
+        lines += [r"\begin{tabular}{" + spec + "}", r"\toprule", head + r" \\", r"\midrule"]
+        for row in self.cells():
+            cells = [latex_escape(x) if x != MISSING else "--" for x in row]
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        if self.note:
+            lines.append(r"\par\smallskip{\footnotesize " + latex_escape(self.note) + "}")
+        lines.append(r"\end{table}")
+        return "\n".join(lines)
+
+
+def format_value(value: Any, column: Column, minus: str = "-") -> str:
+    """Format one cell; missing and non-finite numbers show as an en dash."""
+    if value is None or (isinstance(value, float | np.floating) and not math.isfinite(value)):
+        return MISSING
+    if column.kind == "text":
+        return str(value)
+    if isinstance(value, str):
+        return value
+    if column.kind == "int":
+        text = f"{int(value)}"
+    elif column.kind == "p":
+        text = "<0.001" if value < 0.001 else f"{value:.3f}"
+    elif column.kind == "sci":
+        text = format_number(float(value))
+    else:
+        text = f"{float(value):.{column.digits}f}"
+    return text.replace("-", minus) if minus != "-" else text
+
+
+def format_number(x: float, sig: int = 4) -> str:
+    """About ``sig`` significant digits without an exponent for ordinary magnitudes."""
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    magnitude = math.floor(math.log10(abs(x)))
+    if magnitude < -3 or magnitude >= 7:
+        return f"{x:.{sig - 1}e}"
+    decimals = max(0, sig - 1 - magnitude)
+    return f"{x:.{decimals}f}"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "×": r"$\times$",
+    "χ": r"$\chi$",
+    "²": r"$^2$",
+    "Δ": r"$\Delta$",
+    "σ": r"$\sigma$",
+    "τ": r"$\tau$",
+    "–": "--",
+    "−": "-",
+    "≥": r"$\geq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters and map the few Greek/maths symbols we print."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+def term_label(name: str, result: Any, sep: str = "×") -> str:
+    """A coefficient or trace term in V-numbers: ``a:b`` -> ``V1×V2``, ``C(s)[T.b]`` -> V3[b]."""
+    if is_intercept(name):
+        return "Intercept"
+    vmap = v_numbers(result)
+    labels = []
+    for predictor, level in term_parts(name, vmap):
+        label = vmap.get(predictor, predictor)
+        labels.append(f"{label}[{level}]" if level is not None else label)
+    return sep.join(labels)
+
+
+def _term_names(name: str, result: Any) -> str:
+    if is_intercept(name):
+        return ""
+    parts = term_parts(name, v_numbers(result))
+    return " × ".join(p if lv is None else f"{p} = {lv}" for p, lv in parts)
+
+
+# --- comparison tables (the paper's Tables 2 and 3) ----------------------------------------
+
+
+def comparison_table(result: Any, stage: str) -> pd.DataFrame:
+    """The model comparison of one stage, in the layout of the paper's Tables 2 and 3.
+
+    Rows: the model the stage starts from (null, base or preliminary), then each fitted
+    candidate of the stage in trace order (skipped candidates were never fitted and appear only
+    in the trace). Columns: ``Model, df, AIC, logLik, Δχ², p, status, term, test_df``; Δχ² and
+    p compare each candidate with the current model at the time it was tried.
+
+    Examples
+    --------
+    >>> comparison_table(result, "fixed")[["Model", "logLik", "Δχ²", "p"]]   # doctest: +SKIP
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+    start_attr, start_name, _ = STAGES[stage]
+    start = getattr(result, start_attr, None)
+    rows: list[list[Any]] = []
+    if start is not None:
+        rows.append(
+            [start_name, int(start.df), float(start.aic), float(start.loglik)]
+            + [None, None, "start", "", None]
+        )
+        for step in result.steps:
+            if step.stage != stage or step.status == "skipped":
+                continue
+            prefix = "+ slope " if stage == "slope" else "+ "
+            rows.append(
+                [
+                    prefix + term_label(step.term, result),
+                    step.df,
+                    step.aic,
+                    step.loglik,
+                    step.chisq,
+                    step.p,
+                    step.status,
+                    step.term,
+                    step.test_df,
+                ]
+            )
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for col in ("df", "test_df"):
+        frame[col] = frame[col].astype("Int64")
+    for col in ("AIC", "logLik", "Δχ²", "p"):
+        frame[col] = pd.to_numeric(frame[col]).astype(float)
+    return frame
+
+
+def comparison(result: Any, stage: str, number: int | None = None) -> Table:
+    """:func:`comparison_table` as a renderable :class:`Table` (the report's Tables 2-4)."""
+    frame = comparison_table(result, stage)
+    title = STAGES[stage][2]
+    if number is not None:
+        title = f"Table {number}. {title}"
+    columns = (
+        Column("Model"),
+        Column("Variable"),
+        Column("df", "int"),
+        Column("AIC", "float", 2),
+        Column("logLik", "float", 2),
+        Column("Δχ²", "float", 2, r"$\Delta\chi^2$"),
+        Column("Δdf", "int", latex=r"$\Delta$df"),
+        Column("p", "p", latex=r"$p$"),
+        Column("Decision"),
+    )
+    rows = []
+    for rec in frame.itertuples(index=False):
+        row = dict(zip(frame.columns, rec, strict=True))
+        rows.append(
+            (
+                row["Model"],
+                _term_names(row["term"], result) if row["term"] else "",
+                _na(row["df"]),
+                row["AIC"],
+                row["logLik"],
+                row["Δχ²"],
+                _na(row["test_df"]),
+                row["p"],
+                "" if row["status"] == "start" else _status_text(row["status"]),
+            )
+        )
+    note = {
+        "fixed": "Each candidate adds one predictor to the current model; Δχ² = 2·ΔlogLik.",
+        "interaction": "Pairwise products of the essential predictors of the base model.",
+        "slope": "p from the 50:50 mixture of χ²(q) and χ²(q+1) (q random effects before).",
+    }[stage]
+    return Table(
+        columns,
+        tuple(rows),
+        title=title,
+        note=note,
+        row_classes=tuple(str(r) for r in frame["status"]),
+    )
+
+
+def _na(value: Any) -> Any:
+    return None if value is None or value is pd.NA else value
+
+
+def _status_text(status: str) -> str:
+    return {
+        "accepted": "added",
+        "rejected": "not added",
+        "not_converged": "not converged",
+        "skipped": "skipped",
+    }.get(status, status)
+
+
+# --- variable map (the paper's Table 1) ----------------------------------------------------
+
+
+def variable_map(result: Any) -> pd.DataFrame:
+    """V-number -> predictor, SPSS label and importance, in ranking order (the paper's Table 1).
+
+    Columns ``V`` ("V1", ...), ``predictor``, ``label`` ("" when the file had none) and
+    ``importance`` (NaN for a user-supplied ranking). Empty when no ranking was made.
+    """
+    ranked = ranking_frame(getattr(result, "ranking", None))
+    vmap = v_numbers(result)
+    labels = getattr(getattr(result, "sample", None), "labels", None) or {}
+    return pd.DataFrame(
+        {
+            "V": [vmap[p] for p in ranked["predictor"]],
+            "predictor": ranked["predictor"].to_numpy(dtype=object),
+            "label": [str(labels.get(p, "") or "") for p in ranked["predictor"]],
+            "importance": ranked["importance"].to_numpy(dtype=float),
+        }
+    )
+
+
+def variable_table(result: Any, predictors: Sequence[str] | None = None, number: int = 1) -> Table:
+    """:func:`variable_map` as a :class:`Table`, optionally limited to some predictors."""
+    frame = variable_map(result)
+    if predictors is not None:
+        frame = frame[frame["predictor"].isin(set(predictors))]
+    in_model = set(optimal_predictors(result))
+    level2 = set(getattr(getattr(result, "sample", None), "level2", ()) or ())
+    rows = tuple(
+        (
+            r.V,
+            r.predictor,
+            r.label,
+            "2" if r.predictor in level2 else "1",
+            r.importance,
+            "yes" if r.predictor in in_model else "",
+        )
+        for r in frame.itertuples(index=False)
+    )
+    top = float(np.nanmax(np.abs(frame["importance"]), initial=0.0)) if len(frame) else 0.0
+    digits = max(0, 2 - math.floor(math.log10(top))) if top > 0 and math.isfinite(top) else 2
+    columns = (
+        Column("V"),
+        Column("Variable"),
+        Column("Label"),
+        Column("Level", "text"),
+        Column("Importance", "float", min(digits, 6)),
+        Column("In model"),
+    )
+    classes = tuple("in-model" if r[5] else "" for r in rows)
+    return Table(
+        columns,
+        rows,
+        title=f"Table {number}. Predictors in ranking order",
+        note="Importance: MERF out-of-bag permutation importance (increase in MSE).",
+        row_classes=classes,
+    )
+
+
+def optimal_predictors(result: Any) -> list[str]:
+    """Predictors that appear in the optimal model (fixed effects, interactions or slopes)."""
+    terms = getattr(result, "optimal_terms", None) or {}
+    names: list[str] = list(terms.get("fixed", []))
+    for inter in terms.get("interactions", []):
+        names += str(inter).split(":")
+    names += list(terms.get("random_slopes", []))
+    return list(dict.fromkeys(names))
+
+
+# --- the fitted model ----------------------------------------------------------------------
+
+
+def fixed_effects_table(fit: Any, result: Any, title: str = "Fixed effects") -> Table:
+    """Estimate, standard error, Wald statistic and two-sided p of each fixed effect."""
+    fixef = pd.Series(fit.fixef, dtype=float)
+    se = pd.Series(fit.se, dtype=float).reindex(fixef.index)
+    stat = fixef / se
+    p = pd.Series(2.0 * stats.norm.sf(np.abs(stat.to_numpy())), index=fixef.index)
+    gaussian = getattr(result, "family", "gaussian") == "gaussian"
+    rows = tuple(
+        (term_label(name, result), _term_names(name, result), fixef[name], se[name], stat[name])
+        + (p[name],)
+        for name in fixef.index
+    )
+    columns = (
+        Column("Term"),
+        Column("Variable"),
+        Column("Estimate", "sci"),
+        Column("SE", "sci"),
+        Column("t" if gaussian else "z", "float", 2, r"$t$" if gaussian else r"$z$"),
+        Column("p", "p", latex=r"$p$"),
+    )
+    note = "p from the Wald statistic against the standard normal distribution."
+    return Table(columns, rows, title=title, note=note)
+
+
+def random_effects_table(fit: Any, result: Any, title: str = "Random effects") -> Table:
+    """Variance, SD and correlations of G for each grouping factor, and σ² (gaussian)."""
+    rows: list[tuple[Any, ...]] = []
+    cov_re = fit.cov_re if isinstance(fit.cov_re, dict) else {"group": fit.cov_re}
+    width = max((len(g) for g in cov_re.values()), default=1)
+    for group, g in cov_re.items():
+        g = pd.DataFrame(g)
+        var = np.diag(g.to_numpy(dtype=float))
+        sd = np.sqrt(np.clip(var, 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = g.to_numpy(dtype=float) / np.outer(sd, sd)
+        for i, name in enumerate(g.index):
+            cors = [corr[i, k] for k in range(i)] + [None] * (width - 1 - i)
+            rows.append((str(group), term_label(str(name), result), var[i], sd[i], *cors))
+    sigma2 = getattr(fit, "sigma2", None)
+    if sigma2 is not None and math.isfinite(sigma2):
+        rows.append(("Residual", "", sigma2, math.sqrt(sigma2), *([None] * (width - 1))))
+    columns = (
+        Column("Group"),
+        Column("Term"),
+        Column("Variance", "sci"),
+        Column("SD", "sci"),
+        *(Column(f"Corr {k + 1}", "float", 2) for k in range(width - 1)),
+    )
+    note = "Corr k: correlation with the k-th random effect of the same group."
+    return Table(columns, tuple(rows), title=title, note=note if width > 1 else "")
+
+
+def r2_table(result: Any, title: str = "Explained variance") -> Table:
+    """R² of each model: Raudenbush & Bryk level 1/2 (vs the null model), Nakagawa's R²."""
+    r2 = getattr(result, "r2", None) or {}
+    names = {"null": "Null", "base": "Base", "preliminary": "Preliminary", "optimal": "Optimal"}
+    rows = tuple(
+        (
+            names.get(model, model),
+            values.get("level1"),
+            values.get("level2"),
+            values.get("marginal"),
+            values.get("conditional"),
+        )
+        for model, values in r2.items()
+        if model in model_fits(result) and values
+    )
+    columns = (
+        Column("Model"),
+        Column("R² level 1", "float", 3, r"$R^2_1$"),
+        Column("R² level 2", "float", 3, r"$R^2_2$"),
+        Column("R² marginal", "float", 3, r"$R^2_m$"),
+        Column("R² conditional", "float", 3, r"$R^2_c$"),
+    )
+    note = (
+        "Level 1 and 2: proportional reduction of σ² and τ₀₀ against the null model "
+        "(Raudenbush & Bryk); marginal and conditional: Nakagawa & Schielzeth."
+    )
+    return Table(columns, rows, title=title, note=note)
+
+
+# --- the trace and the sample --------------------------------------------------------------
+
+
+def trace_table(result: Any) -> Table:
+    """Every step of the search, including rejected and skipped candidates, with its reason."""
+    rows = tuple(
+        (
+            i,
+            s.stage,
+            term_label(s.term, result),
+            _term_names(s.term, result),
+            _status_text(s.status),
+            s.loglik,
+            s.df,
+            s.chisq,
+            s.test_df,
+            s.p,
+            s.reason,
+        )
+        for i, s in enumerate(result.steps, start=1)
+    )
+    columns = (
+        Column("#", "int"),
+        Column("Stage"),
+        Column("Term"),
+        Column("Variable"),
+        Column("Decision"),
+        Column("logLik", "float", 2),
+        Column("df", "int"),
+        Column("Δχ²", "float", 2, r"$\Delta\chi^2$"),
+        Column("Δdf", "int", latex=r"$\Delta$df"),
+        Column("p", "p", latex=r"$p$"),
+        Column("Reason"),
+    )
+    classes = tuple(s.status for s in result.steps)
+    return Table(columns, rows, title="Search trace", row_classes=classes)
+
+
+def sample_table(result: Any) -> Table:
+    """Rows and groups before and after each step of the sample (SPEC section 2, step 1)."""
+    report = result.sample.report.to_dict()
+    rows = tuple(
+        (
+            s["description"],
+            s["rows_before"],
+            s["rows_after"],
+            s["groups_before"],
+            s["groups_after"],
+            s.get("detail", ""),
+        )
+        for s in report.get("steps", [])
+    )
+    columns = (
+        Column("Step"),
+        Column("Rows before", "int"),
+        Column("Rows after", "int"),
+        Column("Groups before", "int"),
+        Column("Groups after", "int"),
+        Column("Detail"),
+    )
+    return Table(columns, rows, title="Analysis sample")
+
+
+def exclusions_table(result: Any) -> Table:
+    """Each excluded candidate predictor with the reason."""
+    report = result.sample.report.to_dict()
+    rows = tuple(
+        (e["column"], str(e["reason"]).replace("_", " "), e["detail"])
+        for e in report.get("excluded_predictors", [])
+    )
+    columns = (Column("Variable"), Column("Reason"), Column("Detail"))
+    return Table(columns, rows, title="Excluded predictors")
