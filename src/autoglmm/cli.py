@@ -74,6 +74,145 @@ def fit_command(
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
 
 
+def _names(value: str | None) -> list[str] | None:
+    """Column names from a comma-separated option."""
+    if not value:
+        return None
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+@app.command("search")
+def search_command(
+    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, .sas7bdat)."),
+    outcome: str = typer.Option(..., "--outcome", "-y", help="Outcome column."),
+    group: str = typer.Option(..., "--group", "-g", help="Group column (e.g. school ID)."),
+    out: str = typer.Option(None, "--out", "-o", help="Write every output into this folder."),
+    family: str = typer.Option("gaussian", "--family", help="gaussian, binomial or poisson."),
+    predictors: str = typer.Option(None, "--predictors", help="Candidates: a,b,c (default all)."),
+    exclude: str = typer.Option(None, "--exclude", help="Columns to leave out: a,b,c."),
+    ranking: str = typer.Option(None, "--ranking", help="File: one predictor per line."),
+    min_group_size: int = typer.Option(20, "--min-group-size", help="Smallest group kept."),
+    icc_threshold: float = typer.Option(0.1, "--icc-threshold", help="ICC gate."),
+    force: bool = typer.Option(False, "--force", help="Search even below the ICC gate."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Test level of every stage."),
+    alpha_fixed: float = typer.Option(None, "--alpha-fixed", help="Level for fixed effects."),
+    alpha_interaction: float = typer.Option(None, "--alpha-interaction", help="Interactions."),
+    alpha_slope: float = typer.Option(None, "--alpha-slope", help="Level for random slopes."),
+    n_essential: int = typer.Option(3, "--n-essential", help="Top base predictors to cross."),
+    patience: int = typer.Option(1, "--patience", help="Consecutive misses ending a stage."),
+    max_slopes: int = typer.Option(None, "--max-slopes", help="Most random slopes to add."),
+    ntree: int = typer.Option(2000, "--ntree", help="Trees of the MERF ranking."),
+    mtry: int = typer.Option(None, "--mtry", help="Predictors per split (default p/3)."),
+    max_missing: float = typer.Option(0.2, "--max-missing", help="Most missing per predictor."),
+    standardize: bool = typer.Option(False, "--standardize", help="z-score numeric predictors."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the ranking (reproducible runs)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    n_jobs: int = typer.Option(None, "--n-jobs", help="Parallel workers."),
+) -> None:
+    """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes."""
+    from autoglmm.selection import search
+
+    try:
+        result = search(
+            data, outcome, group, family=family, predictors=_names(predictors),
+            exclude=_names(exclude) or (), ranking=ranking, min_group_size=min_group_size,
+            icc_threshold=icc_threshold, force=force, alpha=alpha, alpha_fixed=alpha_fixed,
+            alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
+            n_essential=n_essential, patience=patience, max_slopes=max_slopes, ntree=ntree,
+            mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
+            progress=progress, n_jobs=n_jobs,
+        )  # fmt: skip
+        written = result.report(out) if out else None
+    except AutoGLMMError as err:
+        raise fail(err) from None
+    _print_result(result, written)
+
+
+@app.command("demo")
+def demo_command(
+    out: str = typer.Option("autoglmm-demo", "--out", "-o", help="Folder for the report."),
+    family: str = typer.Option("gaussian", "--family", help="gaussian or binomial."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data and of the ranking."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Simulate TIMSS-like data with a known model, search it, compare with the truth."""
+    from autoglmm.datasets import simulate_lsa, truth_table
+    from autoglmm.selection import search
+
+    try:
+        sim = simulate_lsa(seed=seed, family=family)
+        truth = sim.truth
+        result = search(sim.data, truth.outcome, truth.group, family=family, seed=seed,
+                        progress=progress)  # fmt: skip
+        written = result.report(out)
+    except AutoGLMMError as err:
+        raise fail(err) from None
+    _print_result(result, written)
+    if result.optimal is not None:
+        table = truth_table(truth, result.optimal_terms, result.optimal)
+        _print_truth(table, result)
+
+
+def _print_frame(console, frame, title: str) -> None:
+    """A DataFrame as a rich table (numbers rounded for reading)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "if" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:,.3f}"
+    return str(value)
+
+
+def _print_result(result, written) -> None:
+    """Sample, ICC, the comparison tables of every stage and the optimal equation."""
+    from rich.console import Console
+
+    console = Console()
+    sample = result.sample
+    console.print(f"[bold]Sample[/]: {sample.n_obs} rows in {sample.n_groups} groups, "
+                  f"{len(sample.predictors)} candidate predictors")  # fmt: skip
+    console.print(f"[bold]ICC[/] of the null model: {result.icc:.3f}")
+    if result.stop_reason:
+        console.print(f"[bold yellow]Search stopped[/]: {result.stop_reason}")
+    else:
+        for stage, title in (("fixed", "Fixed effects"), ("interaction", "Interactions"),
+                             ("slope", "Random slopes")):  # fmt: skip
+            _print_frame(console, result.comparison_table(stage), title)
+        console.print("[bold]Optimal model[/]")
+        console.print(result.equation("text"))
+    if written is not None:
+        console.print(f"Outputs written to [bold]{written}[/]")
+
+
+def _print_truth(table, result) -> None:
+    """The demo's closing comparison: recovered model next to the true one."""
+    from rich.console import Console
+
+    console = Console()
+    _print_frame(console, table, "Recovered model vs the true model")
+    counts = table.groupby(["kind", "status"]).size()
+    found = int(counts.get(("fixed", "found"), 0))
+    n_true = int((table["kind"] == "fixed").sum() - counts.get(("fixed", "false addition"), 0))
+    console.print(
+        f"true predictors found {found}/{n_true}, missed "
+        f"{int(counts.get(('fixed', 'missed'), 0))}, false additions "
+        f"{int(counts.get(('fixed', 'false addition'), 0))}; interaction "
+        f"{'found' if counts.get(('interaction', 'found'), 0) else 'missed'}; slopes found "
+        f"{int(counts.get(('slope', 'found'), 0))}/2 "
+        f"(search {result.manifest['timings'].get('total', float('nan')):.0f} s)"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

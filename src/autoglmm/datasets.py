@@ -18,7 +18,7 @@ import pandas as pd
 
 from autoglmm.errors import UsageError
 
-__all__ = ["SimulatedLSA", "Truth", "recovery", "simulate_lsa"]
+__all__ = ["SimulatedLSA", "Truth", "recovery", "simulate_lsa", "truth_table"]
 
 # Questionnaire scales of a TIMSS-like student file: (prefix, label of the scale).
 _BLOCKS = (
@@ -256,6 +256,48 @@ def recovery(truth: Truth, terms: dict) -> dict[str, list[str]]:
         "slopes_missed": [s for s in truth.slopes if s not in slopes_got],
         "slopes_false": [s for s in slopes_got if s not in truth.slopes],
     }
+
+
+def truth_table(truth: Truth, terms: dict, fit: object | None = None) -> pd.DataFrame:
+    """The recovered model next to the true one, one row per true or found term.
+
+    Columns: ``term``, ``kind`` (fixed, interaction, slope), ``true`` (coefficient, or the
+    slope variance), ``estimate`` (from ``fit``, the model whose terms are ``terms``) and
+    ``status`` ("found", "missed" or "false addition").
+    """
+    score = recovery(truth, terms)
+    fixef = getattr(fit, "fixef", None)
+    cov = getattr(fit, "cov_re", None)
+    cov = cov.get(truth.group) if isinstance(cov, dict) else cov
+
+    def coef(term: str) -> float:
+        if fixef is None:
+            return np.nan
+        for name in (term, ":".join(reversed(term.split(":")))):
+            if name in fixef.index:
+                return float(fixef[name])
+        return np.nan
+
+    def slope_var(name: str) -> float:
+        if cov is None or name not in cov.index:
+            return np.nan
+        return float(cov.loc[name, name])
+
+    rows = []
+    true_inter = ":".join(truth.interaction)
+    for term, value in [*truth.fixed.items(), (true_inter, truth.interaction_coef)]:
+        kind = "interaction" if ":" in term else "fixed"
+        status = "found" if term in score["found"] else "missed"
+        rows.append((term, kind, value, coef(term) if status == "found" else np.nan, status))
+    for term in score["false"]:
+        kind = "interaction" if ":" in term else "fixed"
+        rows.append((term, kind, 0.0, coef(term), "false addition"))
+    for name in truth.slopes:
+        status = "found" if name in score["slopes_found"] else "missed"
+        rows.append((name, "slope", float(truth.G.loc[name, name]), slope_var(name), status))
+    for name in score["slopes_false"]:
+        rows.append((name, "slope", 0.0, slope_var(name), "false addition"))
+    return pd.DataFrame(rows, columns=["term", "kind", "true", "estimate", "status"])
 
 
 def _check_args(family, n_items, n_school_items, n_true_items, n_missing_items) -> None:

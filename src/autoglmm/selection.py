@@ -496,14 +496,25 @@ def _user_ranking(ranking: Any, frame: pd.DataFrame, outcome: str, group: str):
 
 def _user_ranking_object(names: list[str]) -> Any:
     """A Ranking for user-given names: importances NaN, ranks 1..k."""
-    from autoglmm import ranking as ranking_module
+    try:
+        from autoglmm.ranking import Ranking
+    except ImportError:  # the forest module has not landed: a minimal stand-in
+        return _GivenRanking(tuple(names))
+    return Ranking.from_names(names)
 
-    factory = getattr(ranking_module.Ranking, "from_names", None)
-    if factory is not None:
-        return factory(names)
-    return ranking_module.Ranking.from_frame(  # pragma: no cover - older Ranking
-        pd.DataFrame({"predictor": names, "importance": np.nan})
-    )
+
+@dataclass(frozen=True)
+class _GivenRanking:
+    """Stand-in for autoglmm.ranking.Ranking of a user-given order (no importances)."""
+
+    names: tuple[str, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        n = len(self.names)
+        return pd.DataFrame(
+            {"predictor": list(self.names), "importance": np.full(n, np.nan),
+             "rank": np.arange(1, n + 1)}
+        )  # fmt: skip
 
 
 def _forest_ranking(sample: Any, data: pd.DataFrame, params: dict, seed: int) -> Any:
