@@ -153,63 +153,39 @@ def demo_command(
         _print_truth(table, result)
 
 
-def _print_frame(console, frame, title: str) -> None:
-    """A DataFrame as a rich table (numbers rounded for reading)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col in frame.columns:
-        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "if" else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
-    console.print(table)
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:,.3f}"
-    return str(value)
-
-
 def _print_result(result, written) -> None:
-    """Sample, ICC, the comparison tables of every stage and the optimal equation."""
-    from rich.console import Console
+    """Sample, ICC, the comparison tables of every stage, the V-map and the equation."""
+    from autoglmm.report import tables
 
-    console = Console()
     sample = result.sample
-    console.print(f"[bold]Sample[/]: {sample.n_obs} rows in {sample.n_groups} groups, "
-                  f"{len(sample.predictors)} candidate predictors")  # fmt: skip
-    console.print(f"[bold]ICC[/] of the null model: {result.icc:.3f}")
+    typer.echo(f"Sample: {sample.n_obs} rows in {sample.n_groups} groups, "
+               f"{len(sample.predictors)} candidate predictors")  # fmt: skip
+    typer.echo(f"ICC of the null model: {result.icc:.3f}")
     if result.stop_reason:
-        console.print(f"[bold yellow]Search stopped[/]: {result.stop_reason}")
+        typer.secho(f"Search stopped: {result.stop_reason}", fg="yellow", bold=True)
     else:
-        for stage, title in (("fixed", "Fixed effects"), ("interaction", "Interactions"),
-                             ("slope", "Random slopes")):  # fmt: skip
-            _print_frame(console, result.comparison_table(stage), title)
-        console.print("[bold]Optimal model[/]")
-        console.print(result.equation("text"))
+        for stage in ("fixed", "interaction", "slope"):
+            typer.echo("\n" + tables.comparison(result, stage).to_text())
+        used = tables.optimal_predictors(result)
+        typer.echo("\n" + tables.variable_table(result, used).to_text())
+        typer.secho("\nOptimal model", bold=True)
+        typer.echo(result.equation("text"))
     if written is not None:
-        console.print(f"Outputs written to [bold]{written}[/]")
+        typer.echo(f"\nOutputs written to {written}")
 
 
 def _print_truth(table, result) -> None:
-    """The demo's closing comparison: recovered model next to the true one."""
-    from rich.console import Console
-
-    console = Console()
-    _print_frame(console, table, "Recovered model vs the true model")
-    counts = table.groupby(["kind", "status"]).size()
-    found = int(counts.get(("fixed", "found"), 0))
-    n_true = int((table["kind"] == "fixed").sum() - counts.get(("fixed", "false addition"), 0))
-    console.print(
-        f"true predictors found {found}/{n_true}, missed "
-        f"{int(counts.get(('fixed', 'missed'), 0))}, false additions "
-        f"{int(counts.get(('fixed', 'false addition'), 0))}; interaction "
-        f"{'found' if counts.get(('interaction', 'found'), 0) else 'missed'}; slopes found "
-        f"{int(counts.get(('slope', 'found'), 0))}/2 "
-        f"(search {result.manifest['timings'].get('total', float('nan')):.0f} s)"
+    """The demo's closing comparison: the recovered model next to the true one."""
+    typer.secho("\nRecovered model vs the true model", bold=True)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    n = table.groupby(["kind", "status"]).size()
+    typer.echo(
+        f"true predictors found {n.get(('fixed', 'found'), 0)} of "
+        f"{n.get(('fixed', 'found'), 0) + n.get(('fixed', 'missed'), 0)}, "
+        f"false additions {n.get(('fixed', 'false addition'), 0)}; true interaction "
+        f"{'found' if n.get(('interaction', 'found'), 0) else 'missed'}; true slopes found "
+        f"{n.get(('slope', 'found'), 0)} of 2; search took "
+        f"{result.manifest['timings'].get('total', 0.0):.0f} s"
     )
 
 

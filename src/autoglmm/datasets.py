@@ -225,6 +225,7 @@ def simulate_lsa(
     labels.update(dict(_CONTINUOUS))
     labels.update(item_labels)
     labels.update(sch_labels)
+    data.attrs["variable_labels"] = dict(labels)  # as read_data keeps SPSS labels
     return SimulatedLSA(data=data, truth=truth, labels=labels)
 
 
