@@ -133,6 +133,7 @@ def demo_command(
     out: str = typer.Option("autoglmm-demo", "--out", "-o", help="Folder for the report."),
     family: str = typer.Option("gaussian", "--family", help="gaussian or binomial."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of the ranking."),
+    ntree: int = typer.Option(2000, "--ntree", help="Trees of the MERF ranking."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Simulate TIMSS-like data with a known model, search it, compare with the truth."""
@@ -143,7 +144,7 @@ def demo_command(
         sim = simulate_lsa(seed=seed, family=family)
         truth = sim.truth
         result = search(sim.data, truth.outcome, truth.group, family=family, seed=seed,
-                        progress=progress)  # fmt: skip
+                        ntree=ntree, progress=progress)  # fmt: skip
         written = result.report(out)
     except AutoGLMMError as err:
         raise fail(err) from None
