@@ -170,3 +170,21 @@ def theta_from_cov(cov: np.ndarray, scale: float, re_blocks: tuple[int, ...]) ->
                 theta.append(chol[row, col])
         offset += k
     return np.array(theta)
+
+
+def theta_canonical(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray:
+    """Flip the sign of each Lambda column whose diagonal is negative.
+
+    G = Lambda Lambda' does not change when a column of Lambda changes sign, so a deviance
+    is symmetric under these flips; an optimizer may run without the lower bounds of 0 and
+    map its result back with this function (lme4's convention: diagonals >= 0).
+    """
+    theta = np.array(theta, dtype=float)
+    pos = 0
+    for k in re_blocks:
+        for col in range(k):
+            length = k - col  # column col of the block: diagonal first, then below
+            if theta[pos] < 0:
+                theta[pos : pos + length] *= -1.0
+            pos += length
+    return theta

@@ -26,11 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import linalg
 
-from autoglmm.engine.design import GroupedDesign, theta_lower, theta_start
+from autoglmm.engine.design import GroupedDesign, theta_canonical, theta_lower, theta_start
 from autoglmm.engine.estimates import ConvergenceReport, EngineResult
-from autoglmm.engine.optimize import optimize
+from autoglmm.engine.optimize import optimize, single_threaded_blas
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 
@@ -76,22 +77,41 @@ def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]
     return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
 
 
+@njit(cache=True)
+def _group_crossproducts(X, Z, y, w, starts):  # pragma: no cover - numba
+    """Per-group Z'WZ, Z'WX, Z'Wy in one pass over the rows (rows sorted by group)."""
+    n, p = X.shape
+    q = Z.shape[1]
+    m = len(starts) - 1
+    ZtZ = np.zeros((m, q, q))
+    ZtX = np.zeros((m, q, p))
+    Zty = np.zeros((m, q))
+    for j in range(m):
+        for i in range(starts[j], starts[j + 1]):
+            for a in range(q):
+                za = Z[i, a] * w[i]
+                Zty[j, a] += za * y[i]
+                for b in range(q):
+                    ZtZ[j, a, b] += za * Z[i, b]
+                for k in range(p):
+                    ZtX[j, a, k] += za * X[i, k]
+    return ZtZ, ZtX, Zty
+
+
 def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     """Reduce the design to per-group cross-products, once per model."""
     w = design.weights
     y = design.y - design.offset
-    X, Z = design.X, design.Z
-    starts = design.starts[:-1]
-    Zw = Z * w[:, None]
-    ZtZ = np.add.reduceat(Zw[:, :, None] * Z[:, None, :], starts, axis=0)
-    ZtX = np.add.reduceat(Zw[:, :, None] * X[:, None, :], starts, axis=0)
-    Zty = np.add.reduceat(Zw * y[:, None], starts, axis=0)
+    X = np.ascontiguousarray(design.X)
+    ZtZ, ZtX, Zty = _group_crossproducts(
+        X, np.ascontiguousarray(design.Z), np.ascontiguousarray(y), w, design.starts
+    )
     Xw = X * w[:, None]
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
-        ZtZ=np.ascontiguousarray(ZtZ),
-        ZtX=np.ascontiguousarray(ZtX),
-        Zty=np.ascontiguousarray(Zty),
+        ZtZ=ZtZ,
+        ZtX=ZtX,
+        Zty=Zty,
         XtX=Xw.T @ X,
         Xty=Xw.T @ y,
         yty=float(np.dot(w * y, y)),
@@ -124,24 +144,188 @@ class _Solution:
     logdet_RX: float
 
 
+@njit(cache=True)
+def _factor_groups(lam, ZtZ, ZtX, Zty):  # pragma: no cover - numba
+    """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum log|L_j|^2."""
+    m, q, p = ZtX.shape
+    L = np.zeros((m, q, q))
+    RZX = np.empty((m, q, p))
+    cu = np.empty((m, q))
+    A = np.empty((q, q))
+    logdet = 0.0
+    for j in range(m):
+        for a in range(q):  # A = Z'Z Lambda
+            for b in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += ZtZ[j, a, c] * lam[c, b]
+                A[a, b] = acc
+        for a in range(q):  # Cholesky of M = Lambda' A + I, row by row
+            for b in range(a + 1):
+                acc = 1.0 if a == b else 0.0
+                for c in range(q):
+                    acc += lam[c, a] * A[c, b]
+                for c in range(b):
+                    acc -= L[j, a, c] * L[j, b, c]
+                if a == b:
+                    if acc <= 0.0:
+                        return L, RZX, cu, np.inf
+                    L[j, a, a] = np.sqrt(acc)
+                    logdet += 2.0 * np.log(L[j, a, a])
+                else:
+                    L[j, a, b] = acc / L[j, b, b]
+        for a in range(q):  # forward solves L RZX = Lambda' Z'X and L cu = Lambda' Z'y
+            inv = 1.0 / L[j, a, a]
+            for k in range(p):
+                acc = 0.0
+                for c in range(a, q):
+                    acc += lam[c, a] * ZtX[j, c, k]
+                for c in range(a):
+                    acc -= L[j, a, c] * RZX[j, c, k]
+                RZX[j, a, k] = acc * inv
+            acc = 0.0
+            for c in range(a, q):
+                acc += lam[c, a] * Zty[j, c]
+            for c in range(a):
+                acc -= L[j, a, c] * cu[j, c]
+            cu[j, a] = acc * inv
+    return L, RZX, cu, logdet
+
+
+@njit(cache=True)
+def _back_solve(L, B):  # pragma: no cover - numba
+    """Per group: solve L_j' X_j = B_j (B is (m, q, k))."""
+    m, q, k = B.shape
+    out = np.empty((m, q, k))
+    for j in range(m):
+        for col in range(k):
+            for a in range(q - 1, -1, -1):
+                acc = B[j, a, col]
+                for c in range(a + 1, q):
+                    acc -= L[j, c, a] * out[j, c, col]
+                out[j, a, col] = acc / L[j, a, a]
+    return out
+
+
+@njit(cache=True)
+def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no cover
+    """Sums over groups: G = sum_j (Z_j'e_j) u_j' and T = sum_j d log det terms (q x q)."""
+    m, q, p = ZtX.shape
+    G = np.zeros((q, q))
+    T = np.zeros((q, q))
+    b = np.empty(q)
+    N = np.empty((q, q))
+    S = np.empty((q, q))
+    zte = np.empty(q)
+    for j in range(m):
+        for a in range(q):
+            acc = 0.0
+            for c in range(q):
+                acc += lam[a, c] * u[j, c]
+            b[a] = acc
+        for a in range(q):
+            acc = Zty[j, a]
+            for k in range(p):
+                acc -= ZtX[j, a, k] * beta[k]
+            for c in range(q):
+                acc -= ZtZ[j, a, c] * b[c]
+            zte[a] = acc
+        for a in range(q):
+            for c in range(q):
+                G[a, c] += zte[a] * u[j, c]
+        for a in range(q):  # N = Lambda' Z'Z
+            for c in range(q):
+                acc = 0.0
+                for d in range(q):
+                    acc += lam[d, a] * ZtZ[j, d, c]
+                N[a, c] = acc
+        for c in range(q):  # S = M^-1 N: forward then back substitution per column
+            for a in range(q):
+                acc = N[a, c]
+                for d in range(a):
+                    acc -= L[j, a, d] * S[d, c]
+                S[a, c] = acc / L[j, a, a]
+            for a in range(q - 1, -1, -1):
+                acc = S[a, c]
+                for d in range(a + 1, q):
+                    acc -= L[j, d, a] * S[d, c]
+                S[a, c] = acc / L[j, a, a]
+        for a in range(q):
+            for c in range(q):
+                T[a, c] += S[a, c]
+        if reml:  # + KC_j (K_j' N - Z_j'X_j')
+            for a in range(q):
+                for c in range(q):
+                    acc = 0.0
+                    for k in range(p):
+                        w = -ZtX[j, c, k]
+                        for d in range(q):
+                            w += K[j, d, k] * N[d, c]
+                        acc += KC[j, a, k] * w
+                    T[a, c] += acc
+    return G, T
+
+
+@njit(cache=True)
+def _fixed_block(RZX, cu, XtX, Xty, yty):  # pragma: no cover - numba
+    """RX (lower Cholesky of X'X - sum RZX'RZX), beta, r2 and log|RX|^2, without BLAS.
+
+    Small dense products in numba avoid BLAS thread start-up, which dominates at this size
+    on a busy machine (measured: 2-10x slower with a threaded OpenBLAS).
+    """
+    m, q, p = RZX.shape
+    A = XtX.copy()
+    c = Xty.copy()
+    cu2 = 0.0
+    for j in range(m):
+        for a in range(q):
+            cu2 += cu[j, a] * cu[j, a]
+            for k in range(p):
+                r = RZX[j, a, k]
+                c[k] -= r * cu[j, a]
+                for l in range(k + 1):
+                    A[k, l] -= r * RZX[j, a, l]
+    R = np.zeros((p, p))
+    logdet = 0.0
+    for k in range(p):
+        for l in range(k + 1):
+            acc = A[k, l]
+            for d in range(l):
+                acc -= R[k, d] * R[l, d]
+            if k == l:
+                if acc <= 0.0:
+                    return R, c, np.inf, np.inf
+                R[k, k] = np.sqrt(acc)
+                logdet += 2.0 * np.log(R[k, k])
+            else:
+                R[k, l] = acc / R[l, l]
+    z = np.empty(p)  # R z = c, then R' beta = z
+    for k in range(p):
+        acc = c[k]
+        for d in range(k):
+            acc -= R[k, d] * z[d]
+        z[k] = acc / R[k, k]
+    beta = np.empty(p)
+    for k in range(p - 1, -1, -1):
+        acc = z[k]
+        for d in range(k + 1, p):
+            acc -= R[d, k] * beta[d]
+        beta[k] = acc / R[k, k]
+    r2 = yty - cu2
+    for k in range(p):
+        r2 -= z[k] * z[k]
+    return R, beta, r2, logdet
+
+
 def _solve(theta: np.ndarray, ws: LMMWorkspace) -> _Solution:
     lam = _lambda(np.asarray(theta, dtype=float), ws)
-    lam_t = lam.T
-    M = lam_t @ ws.ZtZ @ lam
-    M[:, np.arange(ws.q), np.arange(ws.q)] += 1.0
-    L = np.linalg.cholesky(M)
-    rhs = np.concatenate([lam_t @ ws.ZtX, (ws.Zty @ lam)[:, :, None]], axis=2)
-    sol = np.linalg.solve(L, rhs)
-    RZX, cu = sol[:, :, : ws.p], sol[:, :, ws.p]
-    RZXf = RZX.reshape(-1, ws.p)
-    A = ws.XtX - RZXf.T @ RZXf
-    c = ws.Xty - RZXf.T @ cu.ravel()
-    RX = linalg.cholesky(A, lower=False, check_finite=False)
-    beta = linalg.cho_solve((RX, False), c, check_finite=False)
-    r2 = ws.yty - float(np.dot(cu.ravel(), cu.ravel())) - float(np.dot(c, beta))
-    logdet_L = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
-    logdet_RX = 2.0 * float(np.sum(np.log(np.abs(np.diag(RX)))))
-    return _Solution(lam, L, RZX, cu, RX, beta, max(r2, 1e-300), logdet_L, logdet_RX)
+    L, RZX, cu, logdet_L = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty)
+    if not np.isfinite(logdet_L):
+        raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
+    RX, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX, ws.Xty, ws.yty)
+    if not np.isfinite(logdet_RX):
+        raise np.linalg.LinAlgError("the fixed-effects block is not positive definite")
+    return _Solution(lam, L, RZX, cu, RX.T, beta, max(r2, 1e-300), logdet_L, logdet_RX)
 
 
 def _deviance_from(s: _Solution, ws: LMMWorkspace, reml: bool) -> float:
@@ -165,25 +349,26 @@ def deviance(theta: np.ndarray, ws: LMMWorkspace, reml: bool = False) -> float:
 def _spherical_modes(s: _Solution, ws: LMMWorkspace) -> np.ndarray:
     """u_j solving M_j u_j = Lambda' Z_j'W(y_j - X_j beta), i.e. L_j' u_j = cu_j - RZX_j beta."""
     v = s.cu - s.RZX @ s.beta
-    return np.linalg.solve(np.swapaxes(s.L, 1, 2), v[:, :, None])[:, :, 0]
+    return _back_solve(s.L, v[:, :, None])[:, :, 0]
 
 
 def _gradient(s: _Solution, ws: LMMWorkspace, reml: bool) -> np.ndarray:
+    """d deviance / d theta: ``d log|L|^2`` (REML: of the augmented system) + ``n d log r2``.
+
+    By the envelope theorem ``d r2 / d theta_k = -2 sum_j (Z_j'W e_j)_r u_jc`` for theta_k
+    at Lambda[r, c]; ``d log|M| = 2 tr(M^-1 Lambda' Z'Z E_rc)``, and REML adds the
+    fixed-effects block through ``K_j = M_j^-1 Lambda' Z_j'X_j`` and ``C = (RX'RX)^-1``.
+    """
     u = _spherical_modes(s, ws)
-    b = u @ s.lam.T
-    zte = ws.Zty - ws.ZtX @ s.beta - np.einsum("jab,jb->ja", ws.ZtZ, b)
-    dr2 = -2.0 * (zte.T @ u)[ws.rows, ws.cols]
-    Lt = np.swapaxes(s.L, 1, 2)
-    lt_ztz = s.lam.T @ ws.ZtZ
-    minv_lt_ztz = np.linalg.solve(Lt, np.linalg.solve(s.L, lt_ztz))
-    term = minv_lt_ztz
     if reml:
-        K = np.linalg.solve(Lt, s.RZX)  # M_j^-1 Lambda' Z_j'X_j, (m, q, p)
+        K = _back_solve(s.L, s.RZX)
         C = linalg.cho_solve((s.RX, False), np.eye(ws.p), check_finite=False)
-        KC = K @ C
-        W = np.swapaxes(K, 1, 2) @ lt_ztz - np.swapaxes(ws.ZtX, 1, 2)
-        term = term + KC @ W
-    dlogdet = 2.0 * term.sum(axis=0)[ws.cols, ws.rows]
+        KC = (K.reshape(-1, ws.p) @ C).reshape(K.shape)
+    else:
+        K = KC = np.empty((0, 0, 0))
+    G, T = _gradient_sums(s.lam, ws.ZtZ, ws.ZtX, ws.Zty, s.L, u, s.beta, K, KC, reml)
+    dr2 = -2.0 * G[ws.rows, ws.cols]
+    dlogdet = 2.0 * T[ws.cols, ws.rows]
     n = ws.n - ws.p if reml else ws.n
     return dlogdet + n / s.r2 * dr2
 
@@ -237,18 +422,30 @@ def fit_lmm(
     """Fit a linear mixed model by (RE)ML: optimise theta, then read off the estimates.
 
     ``start`` is an initial theta (lme4's identity default when None or the wrong size).
+    theta is optimised without bounds and mapped back by ``theta_canonical`` (see
+    ``engine.optimize``), with the analytic gradient.
     """
+    with single_threaded_blas():
+        return _fit_lmm(design, reml, start, rng_seed)
+
+
+def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
     ws = make_workspace(design)
     lower = theta_lower(design.re_blocks)
     x0 = theta_start(design.re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
-        x0 = np.maximum(np.asarray(start, dtype=float), lower)
+        x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         return deviance_and_gradient(theta, ws, reml)
 
     theta, _, report = optimize(
-        objective, x0, lower, jac=True, cov_mask=np.ones(len(x0), bool), rng_seed=rng_seed
+        objective,
+        x0,
+        lower,
+        jac=True,
+        canonical=lambda t: theta_canonical(t, design.re_blocks),
+        rng_seed=rng_seed,
     )
     est = estimates_at(theta, ws, reml)
     fitted = (
