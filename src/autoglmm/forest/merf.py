@@ -183,6 +183,8 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
                 self.converged_ = True
                 break
         self.n_iter_ = len(lls)
+        if self.progress is not None:
+            self.progress("em", self.n_iter_, self.n_iter_)
         # the full forest, grown once on the converged target, and the final update
         z, w = (y, np.ones(n)) if gaussian else _working(y, f + _zb(Z, state, starts), self)
         forest = self._grow(
