@@ -128,6 +128,39 @@ def search_command(
     _print_result(result, written)
 
 
+@app.command("rank")
+def rank_command(
+    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, .sas7bdat)."),
+    outcome: str = typer.Option(..., "--outcome", "-y", help="Outcome column."),
+    group: str = typer.Option(..., "--group", "-g", help="Group column (e.g. school ID)."),
+    family: str = typer.Option("gaussian", "--family", help="gaussian, binomial or poisson."),
+    ntree: int = typer.Option(2000, "--ntree", help="Trees of the final forest."),
+    mtry: int = typer.Option(None, "--mtry", help="Predictors per split (default p/3)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (same seed, same ranking)."),
+    n_jobs: int = typer.Option(None, "--n-jobs", help="Threads (the result never depends on it)."),
+    out: str = typer.Option(None, "--out", "-o", help="Write the ranking to this CSV file."),
+    top: int = typer.Option(20, "--top", help="Rows of the ranking to print."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Rank the predictors by MERF permutation importance."""
+    from autoglmm.data import read_data
+    from autoglmm.ranking import rank_predictors
+
+    try:
+        ranking = rank_predictors(
+            read_data(data), outcome, group, family=family, ntree=ntree, mtry=mtry,
+            seed=seed, n_jobs=n_jobs, progress=progress,
+        )  # fmt: skip
+        if out:
+            ranking.to_csv(out)
+    except AutoGLMMError as err:
+        raise fail(err) from None
+    shown = ranking.to_frame().head(top)[["rank", "predictor", "importance", "se"]]
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if out:
+        typer.echo(f"wrote {out} ({len(ranking)} predictors, seed {ranking.settings['seed']})")
+
+
 @app.command("demo")
 def demo_command(
     out: str = typer.Option("autoglmm-demo", "--out", "-o", help="Folder for the report."),
