@@ -244,7 +244,7 @@ def search(
         return _build(ctx, null, icc, glmm_needed, reason, None, [], {}, params, manifest, clock)
 
     if user_ranking is not None:
-        rank = _user_ranking_object(user_ranking)
+        rank = _user_ranking_object(user_ranking, sample)
     else:
         rank = _forest_ranking(sample, ctx.data, params, run_seed)
     clock.lap("ranking")
@@ -426,22 +426,13 @@ def _skipped(stage: str, name: str, reason: str, status: str = "skipped", formul
 # --- ICC, ranking, sample helpers ----------------------------------------------------------
 
 
-def icc_of(null: Any, family: str, group: str, link: str | None = None) -> float:
+def icc_of(null: Any, family: str, group: str) -> float:
     """ICC of the null model with the family's level-1 variance (SPEC section 2, step 2)."""
-    try:
-        from autoglmm.icc import icc as icc_function
-    except ImportError:
-        icc_function = None
-    if icc_function is not None:
-        return float(icc_function(null))
-    from autoglmm.r2 import distribution_variance
+    from autoglmm.icc import icc
 
     tau2 = float(_cov_re(null, group).iloc[0, 0])
-    lam = None
-    if family == "poisson":
-        lam = math.exp(float(null.fixef.iloc[0]) + tau2 / 2)
-    resid = distribution_variance(family, link, getattr(null, "sigma2", None), lam)
-    return tau2 / (tau2 + resid)
+    return icc(family, tau2, link=getattr(null, "link", None), sigma2=null.sigma2,
+               beta0=float(null.fixef.iloc[0]))  # fmt: skip
 
 
 def _cov_re(fit: Any, group: str) -> pd.DataFrame:
@@ -494,27 +485,28 @@ def _user_ranking(ranking: Any, frame: pd.DataFrame, outcome: str, group: str):
     return names
 
 
-def _user_ranking_object(names: list[str]) -> Any:
-    """A Ranking for user-given names: importances NaN, ranks 1..k."""
-    try:
-        from autoglmm.ranking import Ranking
-    except ImportError:  # the forest module has not landed: a minimal stand-in
-        return _GivenRanking(tuple(names))
-    return Ranking.from_names(names)
+def _user_ranking_object(names: list[str], sample: Any) -> Any:
+    """A :class:`~autoglmm.ranking.Ranking` of a user-given order: importances NaN.
 
+    Names the sample excluded (too many missing values, constant) are dropped from it.
+    """
+    from autoglmm.ranking import Ranking
 
-@dataclass(frozen=True)
-class _GivenRanking:
-    """Stand-in for autoglmm.ranking.Ranking of a user-given order (no importances)."""
-
-    names: tuple[str, ...]
-
-    def to_frame(self) -> pd.DataFrame:
-        n = len(self.names)
-        return pd.DataFrame(
-            {"predictor": list(self.names), "importance": np.full(n, np.nan),
-             "rank": np.arange(1, n + 1)}
-        )  # fmt: skip
+    usable = set(sample.predictors)
+    kept = [n for n in names if n in usable]
+    nan = np.full(len(kept), np.nan)
+    table = pd.DataFrame(
+        {
+            "predictor": kept, "importance": nan, "se": nan,
+            "rank": np.arange(1, len(kept) + 1), "impurity": nan,
+            "level2": [n in set(sample.level2) for n in kept],
+            "categorical": [n in set(sample.categorical) for n in kept],
+            "label": [sample.labels.get(n, "") for n in kept],
+        }
+    )  # fmt: skip
+    settings = {"source": "user", "n_obs": sample.n_obs, "n_groups": sample.n_groups}
+    return Ranking(table=table, report=sample.report, settings=settings, sigma2=float("nan"),
+                   G=np.zeros((0, 0)), n_iter=0)  # fmt: skip
 
 
 def _forest_ranking(sample: Any, data: pd.DataFrame, params: dict, seed: int) -> Any:
