@@ -237,7 +237,8 @@ def _render_latex(fixed, random_terms, g, sigma2, family, link, estimates) -> st
         pieces.append(r"+ \varepsilon_{ij}")
     groups = [pieces[k : k + 4] for k in range(0, len(pieces), 4)]
     if len(groups) > 1 and len(groups[-1]) == 1:
-        groups[-2] += groups.pop()
+        last = groups.pop()
+        groups[-1] = groups[-1] + last
     chunks = [" ".join(g) for g in groups]
     lines = [_lhs(family, link, "latex") + " &= " + chunks[0]]
     lines += [r"&\quad " + c for c in chunks[1:]]

@@ -65,6 +65,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "null_fit": _fit_line(result.null),
         "figure": _data_uri(svg, "image/svg+xml"),
         "has_ranking": getattr(result, "ranking", None) is not None,
+        "has_importance": bool(tables.variable_map(result)["importance"].notna().any()),
         "n_ranked": len(tables.variable_map(result)),
         "variable_table": numbered["variables"],
         "variable_table_all": numbered["variables_all"],

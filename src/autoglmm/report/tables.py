@@ -401,8 +401,12 @@ def variable_table(result: Any, predictors: Sequence[str] | None = None, number:
         )
         for r in frame.itertuples(index=False)
     )
-    top = float(np.nanmax(np.abs(frame["importance"]), initial=0.0)) if len(frame) else 0.0
-    digits = max(0, 2 - math.floor(math.log10(top))) if top > 0 and math.isfinite(top) else 2
+    values = np.abs(frame["importance"].to_numpy(dtype=float))
+    top = float(values[np.isfinite(values)].max(initial=0.0))
+    digits = max(0, 2 - math.floor(math.log10(top))) if top > 0 else 2
+    note = "Importance: MERF out-of-bag permutation importance (increase in MSE)."
+    if len(values) and not np.isfinite(values).any():
+        note = "The ranking was supplied by the user, so there are no importances."
     columns = (
         Column("V"),
         Column("Variable"),
@@ -416,7 +420,7 @@ def variable_table(result: Any, predictors: Sequence[str] | None = None, number:
         columns,
         rows,
         title=f"Table {number}. Predictors in ranking order",
-        note="Importance: MERF out-of-bag permutation importance (increase in MSE).",
+        note=note,
         row_classes=classes,
     )
 
