@@ -1,0 +1,172 @@
+"""fit() against lme4: every gaussian reference case, plus options, warm starts, edge cases.
+
+Tolerances are those of tests/reference/README.md: loglik 1e-5 absolute, fixef 1e-4
+relative, se and cov_re 1e-3 relative. cov_re is compared relative to the scale
+sqrt(G_ii G_jj) of each element: an off-diagonal near 0 (hsb82: correlation -0.01) has no
+meaningful relative error of its own, and lme4 stops where the deviance is flat in it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import autoglmm
+from autoglmm.errors import UsageError
+
+GAUSSIAN_CASES = [
+    "sleepstudy_ml",
+    "sleepstudy_reml",
+    "exam_null_ml",
+    "exam_slope_ml",
+    "exam_slope_reml",
+    "hsb82_slope_ml",
+]
+
+
+def _lme4_name(name: str) -> str:
+    """formulaic's 'sex[T.M]' / 'C(x)[T.2]' -> lme4's 'sexM' / 'x2'."""
+    return re.sub(r"(?:C\()?(\w+)\)?\[T\.([^\]]+)\]", r"\1\2", name)
+
+
+@pytest.fixture(scope="module")
+def fits(lme4_reference, reference_data):
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            c = lme4_reference[case]
+            df = reference_data(c["data"])
+            for col, levels in c["factor_levels"].items():
+                if col in df.columns:  # R's level order (e.g. schgend: mixed, boys, girls)
+                    df[col] = pd.Categorical(df[col].astype(str), categories=levels)
+            cache[case] = autoglmm.fit(c["formula"], df, reml=c["REML"])
+        return cache[case], lme4_reference[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", GAUSSIAN_CASES)
+def test_loglik_and_criteria_match_lme4(fits, case):
+    m, ref = fits(case)
+    assert m.converged and not m.singular
+    assert m.loglik == pytest.approx(ref["logLik"], abs=1e-5)
+    assert m.df == ref["df"] and m.nobs == ref["nobs"]
+    assert m.aic == pytest.approx(ref["AIC"], abs=2e-5)
+    assert m.deviance == pytest.approx(ref["deviance"], abs=2e-5)
+
+
+@pytest.mark.parametrize("case", GAUSSIAN_CASES)
+def test_fixef_and_se_match_lme4(fits, case):
+    m, ref = fits(case)
+    fixef = {_lme4_name(k): v for k, v in m.fixef.items()}
+    se = {_lme4_name(k): v for k, v in m.se.items()}
+    assert set(fixef) == set(ref["fixef"])
+    for name, value in ref["fixef"].items():
+        assert fixef[name] == pytest.approx(value, rel=1e-4), name
+        assert se[name] == pytest.approx(ref["se"][name], rel=1e-3), name
+
+
+@pytest.mark.parametrize("case", GAUSSIAN_CASES)
+def test_cov_re_and_sigma2_match_lme4(fits, case):
+    m, ref = fits(case)
+    group = next(iter(ref["cov_re"]))
+    assert m.group == group
+    assert m.re_names[group] == list(np.atleast_1d(ref["re_names"][group]))
+    ours = m.cov_re[group].to_numpy()
+    theirs = np.array(ref["cov_re"][group])
+    scale = np.sqrt(np.outer(np.diag(theirs), np.diag(theirs)))
+    assert np.all(np.abs(ours - theirs) <= 1e-3 * scale)
+    assert m.sigma2 == pytest.approx(ref["sigma2"], rel=1e-3)
+    assert m.ngroups == len(ref["factor_levels"][group])
+
+
+def test_ranef_are_conditional_modes_as_lme4(reference_data):
+    sleep = reference_data("sleepstudy.csv")
+    m = autoglmm.fit("Reaction ~ Days + (Days | Subject)", sleep)
+    # lme4 1.1-31: head(ranef(lmer(..., REML = FALSE))$Subject, 3)
+    lme4_ranef = [
+        [2.81578901967, 9.07550677755],
+        [-40.04785491791, -8.64415166183],
+        [-38.43249686708, -5.51347060482],
+    ]
+    assert list(m.ranef.index[:3]) == [308, 309, 310]
+    np.testing.assert_allclose(m.ranef.iloc[:3].to_numpy(), lme4_ranef, rtol=2e-3, atol=2e-3)
+    # fitted values = X beta + Z b, in input row order
+    row = sleep.iloc[0]
+    expected = m.fixef["(Intercept)"] + m.fixef["Days"] * row["Days"]
+    expected += m.ranef.loc[row["Subject"]].to_numpy() @ [1.0, row["Days"]]
+    assert m.fitted.iloc[0] == pytest.approx(expected, rel=1e-12)
+
+
+def _slope_data(seed, slope_sd):
+    rng = np.random.default_rng(seed)
+    m, k = 40, 15
+    g = np.repeat(np.arange(m), k)
+    x = rng.normal(size=m * k)
+    b0, b1 = rng.normal(size=m), rng.normal(size=m) * slope_sd
+    y = 1.0 + 0.5 * x + b0[g] + b1[g] * x + rng.normal(size=m * k)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def test_zero_slope_variance_gives_singular_converged_fit():
+    m = autoglmm.fit("y ~ x + (1 + x | g)", _slope_data(seed=11, slope_sd=0.0))
+    assert m.singular and m.converged
+    # the boundary fit equals the random-intercept fit's likelihood or beats it
+    m0 = autoglmm.fit("y ~ x + (1 | g)", _slope_data(seed=11, slope_sd=0.0))
+    assert m.loglik >= m0.loglik - 1e-8
+    assert any("singular" in msg for msg in m.messages)
+
+
+def test_rank_deficient_design_names_dropped_column():
+    df = _slope_data(seed=2, slope_sd=0.3)
+    df["x_copy"] = 2.0 * df["x"]
+    m = autoglmm.fit("y ~ x + x_copy + (1 | g)", df)
+    assert m.dropped_columns == ("x_copy",)
+    assert list(m.fixef.index) == ["(Intercept)", "x"]
+    assert any("x_copy" in msg for msg in m.messages)
+    ref = autoglmm.fit("y ~ x + (1 | g)", df)
+    assert m.loglik == pytest.approx(ref.loglik, abs=1e-9)
+
+
+def test_warm_start_from_smaller_model_reaches_same_optimum():
+    df = _slope_data(seed=3, slope_sd=0.5)
+    small = autoglmm.fit("y ~ x + (1 | g)", df)
+    cold = autoglmm.fit("y ~ x + (1 + x | g)", df)
+    warm = autoglmm.fit("y ~ x + (1 + x | g)", df, start=small.start_values())
+    assert warm.loglik == pytest.approx(cold.loglik, abs=1e-7)
+    assert warm.convergence.n_evaluations <= cold.convergence.n_evaluations + 10
+
+
+def test_uncorrelated_terms_have_zero_covariance():
+    df = _slope_data(seed=4, slope_sd=0.5)
+    m = autoglmm.fit("y ~ x + (1 | g) + (0 + x | g)", df)
+    assert m.cov_re["g"].iat[0, 1] == 0.0 and m.df == 5
+    corr = autoglmm.fit("y ~ x + (1 + x | g)", df)
+    assert corr.loglik >= m.loglik - 1e-8
+
+
+def test_data_from_a_file_path(tmp_path):
+    df = _slope_data(seed=5, slope_sd=0.5)
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    a = autoglmm.fit("y ~ x + (1 | g)", path)
+    b = autoglmm.fit("y ~ x + (1 | g)", df)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"family": "gamma"}, "unknown family"),
+        ({"family": "poisson", "link": "logit"}, "not available"),
+        ({"family": "binomial", "reml": True}, "REML"),
+        ({"nagq": 5}, "nagq"),
+    ],
+)
+def test_bad_options_are_usage_errors(kwargs, needle):
+    with pytest.raises(UsageError, match=needle):
+        autoglmm.fit("y ~ x + (1 | g)", _slope_data(seed=6, slope_sd=0.1), **kwargs)

@@ -1,0 +1,70 @@
+"""The frozen Fit: derived statistics, JSON, text and HTML views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import autoglmm
+
+
+@pytest.fixture(scope="module")
+def sleep_fit(reference_data):
+    return autoglmm.fit("Reaction ~ Days + (Days | Subject)", reference_data("sleepstudy.csv"))
+
+
+def test_fit_is_frozen(sleep_fit):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sleep_fit.loglik = 0.0
+
+
+def test_information_criteria_and_wald_statistics(sleep_fit, lme4_reference):
+    ref = lme4_reference["sleepstudy_ml"]
+    assert sleep_fit.aic == pytest.approx(ref["AIC"], abs=1e-5)
+    assert sleep_fit.bic == pytest.approx(-2 * ref["logLik"] + 6 * math.log(180), abs=1e-5)
+    # lme4's t value for Days: 10.4672859595958 / 1.50223021383204
+    assert sleep_fit.stat["Days"] == pytest.approx(10.4672859595958 / 1.50223021383204, rel=1e-4)
+    z = sleep_fit.stat["Days"]
+    assert sleep_fit.pvalues["Days"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+    table = sleep_fit.fixef_table()
+    assert list(table.columns) == ["estimate", "se", "stat", "p"]
+    assert sleep_fit.n_re == 2
+
+
+def test_to_dict_is_json_with_the_contract_keys(sleep_fit):
+    d = json.loads(json.dumps(sleep_fit.to_dict()))
+    required = {
+        "loglik", "df", "aic", "bic", "deviance", "fixef", "se", "cov_re", "re_names",
+        "sigma2", "converged", "singular", "messages", "nobs", "ngroups", "formula",
+        "family", "reml", "nagq",
+    }  # fmt: skip
+    assert required <= set(d)
+    assert d["cov_re"]["Subject"][0][0] == pytest.approx(565.476966132419, rel=1e-3)
+    assert d["re_names"] == {"Subject": ["(Intercept)", "Days"]}
+    assert d["fixef"]["Days"] == pytest.approx(10.4672859595958, rel=1e-6)
+    assert d["nobs"] == 180 and d["ngroups"] == 18 and d["df"] == 6
+
+
+def test_summary_has_lme4_layout(sleep_fit):
+    text = sleep_fit.summary()
+    assert text.startswith("Linear mixed model fit by maximum likelihood")
+    for part in ("Random effects:", "Fixed effects:", "Residual", "Number of obs: 180",
+                 "Subject, 18", "t value", "-876.0"):  # fmt: skip
+        assert part in text, part
+    corr_line = next(line for line in text.splitlines() if line.strip().startswith("Days"))
+    assert "0.08" in corr_line  # lme4 prints Corr 0.08 for this fit
+
+
+def test_html_view(sleep_fit):
+    html = sleep_fit._repr_html_()
+    assert html.startswith("<div>") and "<table" in html and "Days" in html
+
+
+def test_wald_p_value_uses_normal_reference(sleep_fit):
+    expected = 2 * stats.norm.sf(np.abs(sleep_fit.fixef / sleep_fit.se))
+    np.testing.assert_allclose(sleep_fit.pvalues.to_numpy(), expected)
