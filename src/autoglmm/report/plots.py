@@ -34,7 +34,9 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
     frame = variable_map(result).head(top)
     chosen = set(optimal_predictors(result))
     n = len(frame)
-    fig = Figure(figsize=(7.0, max(2.2, 0.24 * n + 1.1)), dpi=110, layout="constrained")
+    height = max(2.2, 0.24 * n + 1.1)
+    fig = Figure(figsize=(7.0, height), dpi=110)  # fixed margins: no costly layout engine
+    fig.subplots_adjust(left=1.75 / 7.0, right=0.97, top=1 - 0.4 / height, bottom=0.55 / height)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     values = frame["importance"].to_numpy(dtype=float)

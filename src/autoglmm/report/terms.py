@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -102,12 +103,29 @@ def _normalise_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+_V_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def v_numbers(result: Any) -> dict[str, str]:
     """Predictor name -> ``"V1"``, ``"V2"``, ... in ranking order (the paper's Table 1).
 
     Predictors that appear in the trace but not in the ranking (which cannot happen in a
     normal search) are numbered after the ranked ones, so no term is ever left unnamed.
+    Results are frozen, so the map is computed once per result.
     """
+    try:
+        return dict(_V_CACHE[result])
+    except (KeyError, TypeError):
+        pass
+    vmap = _v_numbers(result)
+    try:
+        _V_CACHE[result] = vmap
+    except TypeError:  # not weak-referenceable (e.g. a SimpleNamespace): no cache
+        pass
+    return dict(vmap)
+
+
+def _v_numbers(result: Any) -> dict[str, str]:
     names = list(ranking_frame(getattr(result, "ranking", None))["predictor"])
     for step in getattr(result, "steps", ()) or ():
         for part in str(step.term).split(":"):
