@@ -14,6 +14,7 @@ import pandas as pd
 
 from autoglmm.engine.design import GroupedDesign, theta_start
 from autoglmm.engine.estimates import EngineResult
+from autoglmm.engine.optimize import single_threaded_blas
 from autoglmm.errors import UsageError
 from autoglmm.formula import parse_formula
 from autoglmm.model_frame import ModelFrame, build_model_frame
@@ -136,9 +137,11 @@ def fit(
     """
     parsed = parse_formula(formula)
     family, link = _check_options(family, link, reml, nagq)
-    frame = build_model_frame(parsed, _as_frame(data), family=family, weights=weights)
-    engine = _run_engine(frame, family, link, reml, int(nagq), start)
-    return make_fit(engine, frame, formula)
+    data = _as_frame(data)
+    with single_threaded_blas():  # small products only: BLAS threads cost more than they save
+        frame = build_model_frame(parsed, data, family=family, weights=weights)
+        engine = _run_engine(frame, family, link, reml, int(nagq), start)
+        return make_fit(engine, frame, formula)
 
 
 def make_fit(engine: EngineResult, frame: ModelFrame, formula: str) -> Fit:
