@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.families import row_all
+from autoglmm.engine.families import BINOMIAL_PROBIT, row_all
 
 MAX_ITER = 60
 MAX_HALVINGS = 30
@@ -69,18 +69,22 @@ def chol_solve(L: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def _group_state(code, eta0, A, y, wt, lo, hi, u, H, g, rows):
+def _group_state(code, eta0, A, y, wt, lo, hi, u, H, Ho, g, rows):
     """F(u), half-gradient g = A's/2 + u and H = A'WA + I of one group at u.
 
-    ``rows[:, i]`` receives (s, s2, w, w1) of each row, for the gradient.
+    ``rows[:, i]`` receives (s, s2, w, w1) of each row, for the gradient. For a
+    non-canonical link (probit) ``Ho`` receives the observed curvature ``A' S2 A / 2 + I``
+    (Newton steps: Fisher scoring converges only linearly there).
     """
     q = u.shape[0]
+    observed = code == BINOMIAL_PROBIT
     F = 0.0
     for a in range(q):
         F += u[a] * u[a]
         g[a] = u[a]
         for b in range(q):
             H[a, b] = 1.0 if a == b else 0.0
+            Ho[a, b] = H[a, b]
     for i in range(lo, hi):
         eta = eta0[i]
         for a in range(q):
@@ -95,9 +99,12 @@ def _group_state(code, eta0, A, y, wt, lo, hi, u, H, g, rows):
             g[a] += 0.5 * s * A[i, a]
             for b in range(a + 1):
                 H[a, b] += w * A[i, a] * A[i, b]
+                if observed:
+                    Ho[a, b] += 0.5 * s2 * A[i, a] * A[i, b]
     for a in range(q):
         for b in range(a + 1, q):
             H[a, b] = H[b, a]
+            Ho[a, b] = Ho[b, a]
     return F
 
 
@@ -119,8 +126,12 @@ def pirls_modes(code, eta0, A, y, wt, starts, u, tol):
     logdet = np.empty(m)
     Ls = np.empty((m, q, q))
     status = np.zeros(m, dtype=np.int64)
+    canonical = code != BINOMIAL_PROBIT
     H = np.empty((q, q))
     Hn = np.empty((q, q))
+    Ho = np.empty((q, q))
+    Hon = np.empty((q, q))
+    Hs = np.empty((q, q))
     g = np.empty(q)
     gn = np.empty(q)
     step = np.empty(q)
@@ -128,14 +139,18 @@ def pirls_modes(code, eta0, A, y, wt, starts, u, tol):
     for j in range(m):
         lo, hi = starts[j], starts[j + 1]
         uj = u[j]
-        F = _group_state(code, eta0, A, y, wt, lo, hi, uj, H, g, rows)
+        F = _group_state(code, eta0, A, y, wt, lo, hi, uj, H, Ho, g, rows)
         it = 0
         last = False
         while True:
-            if not chol_inplace(H):
+            if canonical:
+                Hs = H  # Newton = Fisher scoring; H is factored in place
+            else:
+                Hs[:, :] = Ho
+            if not chol_inplace(Hs):
                 status[j] = 3
                 break
-            chol_solve(H, g, step)
+            chol_solve(Hs, g, step)
             decrement = 0.0
             for a in range(q):
                 decrement += g[a] * step[a]
@@ -149,7 +164,7 @@ def pirls_modes(code, eta0, A, y, wt, starts, u, tol):
             for _ in range(MAX_HALVINGS):
                 for a in range(q):
                     trial[a] = uj[a] - fac * step[a]
-                Fn = _group_state(code, eta0, A, y, wt, lo, hi, trial, Hn, gn, rows)
+                Fn = _group_state(code, eta0, A, y, wt, lo, hi, trial, Hn, Hon, gn, rows)
                 if Fn <= F or decrement < 1e-10:
                     accepted = True
                     break
@@ -165,7 +180,10 @@ def pirls_modes(code, eta0, A, y, wt, starts, u, tol):
                 g[a] = gn[a]
                 for b in range(q):
                     H[a, b] = Hn[a, b]
+                    Ho[a, b] = Hon[a, b]
             it += 1
+        if not canonical and status[j] != 3 and not chol_inplace(H):
+            status[j] = 3
         s2 = 0.0
         for a in range(q):
             s2 += uj[a] * uj[a]
