@@ -186,13 +186,13 @@ def simulate_lsa(
     for b in picked:
         size = min(_ITEMS_PER_BLOCK, n_items - b * _ITEMS_PER_BLOCK)
         true_items.append(f"{_BLOCKS[b][0]}_{rng.integers(1, size + 1):02d}")
-    magnitudes = np.round(np.linspace(12.0, 4.0, n_true_items), 1)
+    magnitudes = np.round(np.linspace(12.0, 6.0, n_true_items), 1)
     signs = rng.choice([-1.0, 1.0], size=n_true_items)
     fixed = {"ses": 8.0, conf_item: 15.0}
     fixed.update(
         {name: float(s * m) for name, s, m in zip(true_items, signs, magnitudes, strict=True)}
     )
-    fixed.update({"study_hours": 3.0, "screen_time": -2.5})
+    fixed.update({"study_hours": 6.0, "screen_time": -5.0})
     fixed.update({sch_names[0]: 15.0, sch_names[1]: 12.0})
     inter_coef = 5.0
 
