@@ -172,9 +172,9 @@ def _summary(result: Any) -> list[str]:
     first = steps[0] if steps else {"rows_before": report["n_obs"], "groups_before": 0}
     text = [
         f"The analysis sample comprised {report['n_obs']:,} observations in "
-        f"{report['n_groups']:,} groups of {sample.group} (from {first['rows_before']:,} rows "
-        f"and {first['groups_before']:,} groups in the data), with "
-        f"{len(sample.predictors)} candidate predictors."
+        f"{report['n_groups']:,} groups defined by {sample.group}, out of "
+        f"{first['rows_before']:,} rows and {first['groups_before']:,} groups in the data, "
+        f"with {len(sample.predictors)} candidate predictors."
     ]
     params = getattr(result, "params", None) or {}
     threshold = params.get("icc_threshold")
@@ -199,13 +199,12 @@ def _summary(result: Any) -> list[str]:
         f"model), over {_count(result.steps, 'candidate model')}."
     )
     r2 = (getattr(result, "r2", None) or {}).get("optimal") or {}
-    parts = [
+    rb = [
         _reduction(r2.get(key), level)
         for key, level in (("level1", "level-1 residual"), ("level2", "level-2 intercept"))
         if _finite(r2.get(key))
     ]
-    if parts:
-        parts[-1] += " of the null model (Raudenbush & Bryk)"
+    parts = [" and ".join(rb) + " of the null model (Raudenbush & Bryk)"] if rb else []
     if _finite(r2.get("marginal")) and _finite(r2.get("conditional")):
         parts.append(
             f"has Nakagawa's marginal and conditional R² of {r2['marginal']:.3f} and "
