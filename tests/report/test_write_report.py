@@ -21,7 +21,7 @@ from autoglmm.report.tables import format_value, variable_map
 
 @pytest.fixture(scope="module")
 def report_dir(searched, tmp_path_factory):
-    return write_report(searched, tmp_path_factory.mktemp("rep") / "out")
+    return searched.report(tmp_path_factory.mktemp("rep") / "out")  # delegates to write_report
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_failure_while_moving_into_place_rolls_back(hand_result, stopped, tmp_pa
         return real_replace(src, dst)
 
     monkeypatch.setattr(report.os, "replace", flaky)
-    with pytest.raises(OSError, match="injected move failure"):
+    with pytest.raises(UsageError, match="cannot write the report to .*injected move failure"):
         write_report(stopped, target)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
@@ -241,3 +241,33 @@ def test_output_path_that_is_a_file_is_a_usage_error(hand_result, tmp_path):
     with pytest.raises(UsageError, match="is a file"):
         write_report(hand_result, path)
     assert path.read_text() == "x"
+
+
+# --- a binomial search -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def binomial(tmp_path_factory):
+    from autoglmm import search
+    from autoglmm.datasets import simulate_lsa
+
+    sim = simulate_lsa(seed=2, n_schools=40, n_items=30, family="binomial")
+    order = ["ses", list(sim.truth.fixed)[1], "study_hours", "like_02"]
+    result = search(
+        sim.data, "proficient", "school", family="binomial", ranking=order, progress=False
+    )
+    return result, write_report(result, tmp_path_factory.mktemp("bin") / "out")
+
+
+def test_binomial_report(binomial):
+    result, out = binomial
+    data = json.loads((out / "result.json").read_text())
+    jsonschema.validate(data, load_schema(), cls=jsonschema.Draft202012Validator)
+    assert data["models"]["optimal"]["sigma2"] is None
+    page = (out / "report.html").read_text()
+    assert "logit(<i>π</i><sub><i>ij</i></sub>) = " in page
+    assert "<i>σ</i>²" not in page  # no residual variance on the logit scale
+    assert '<th class="num">z</th>' in page  # Wald z, not t
+    assert "R² level 1" in page and "level-1 residual" not in page  # undefined: not claimed
+    tex = (out / "equation.tex").read_text()
+    assert r"\operatorname{logit}(\pi_{ij}) &= " in tex and r"\varepsilon" not in tex

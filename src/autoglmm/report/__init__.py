@@ -60,7 +60,7 @@ def write_report(result: Any, out_dir: str | os.PathLike) -> Path:
     Raises
     ------
     UsageError
-        ``out_dir`` exists and is not a directory.
+        ``out_dir`` exists and is not a directory, or cannot be written (an ``OSError``).
     Any error while building an output: ``out_dir`` is then absent (if it was) or untouched,
     and no temporary files are left behind.
     """
@@ -68,15 +68,22 @@ def write_report(result: Any, out_dir: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"the output path '{out}' is a file; give a directory with --out")
     created = _first_missing(out.parent)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         build_outputs(result, tmp)
         _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise UsageError(
+                f"cannot write the report to '{out}': {err.strerror or err}; "
+                "choose a writable output directory (--out)"
+            ) from err
         raise
     return out
 
