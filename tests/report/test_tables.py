@@ -196,3 +196,44 @@ def test_r2_and_trace_tables(searched):
     assert len(trace) == len(searched.steps)
     assert list(trace["Reason"]) == [s.reason for s in searched.steps]
     assert trace["Decision"].iloc[0] == "added"
+
+
+def test_skipped_and_not_converged_candidates(hand_result):
+    """Skipped candidates appear only in the trace; a failed fit is listed without a test."""
+    from dataclasses import replace
+
+    from autoglmm.selection import Step
+
+    failed = Step(
+        "fixed",
+        "like_02",
+        "not_converged",
+        -6700.5,
+        8,
+        None,
+        None,
+        None,
+        "not converged: gradient 0.02 > 0.002 after a restart",
+        "f",
+        13417.0,
+        13450.0,
+    )
+    skipped = Step("slope", "sch_resources", "skipped", None, None, None, None, None,
+                   "level-2 predictor (constant within every group)", "", None, None)  # fmt: skip
+    steps = list(hand_result.steps)
+    last_fixed = max(i for i, s in enumerate(steps) if s.stage == "fixed")
+    steps.insert(last_fixed, failed)
+    steps.append(skipped)
+    result = replace(hand_result, steps=tuple(steps))
+    fixed = tables.comparison_table(result, "fixed")
+    row = fixed[fixed["term"] == "like_02"].iloc[0]
+    assert row["status"] == "not_converged" and row["logLik"] == -6700.5
+    assert np.isnan(row["Δχ²"]) and np.isnan(row["p"])
+    assert "sch_resources" not in set(tables.comparison_table(result, "slope")["term"])
+    trace = tables.trace_table(result)
+    frame = trace.to_frame()
+    assert list(frame["Decision"].iloc[[last_fixed, -1]]) == ["not converged", "skipped"]
+    assert frame["Reason"].iloc[-1] == "level-2 predictor (constant within every group)"
+    html = trace.to_html()
+    assert '<tr class="skipped">' in html and '<tr class="not_converged">' in html
+    assert tables.comparison(result, "fixed").to_text().count("not converged") == 1

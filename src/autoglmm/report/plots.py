@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from autoglmm.report.tables import optimal_predictors, variable_map
 
@@ -63,8 +64,8 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
     ax.set_title(f"Top {n} predictors by MERF importance", fontsize=10, loc="left")
     if chosen:
         handles = [
-            matplotlib.patches.Patch(color=SELECTED, label="in the optimal model"),
-            matplotlib.patches.Patch(color=OTHER, label="not in the model"),
+            Patch(color=SELECTED, label="in the optimal model"),
+            Patch(color=OTHER, label="not in the model"),
         ]
         ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
     return fig
