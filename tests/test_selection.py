@@ -326,3 +326,39 @@ def test_same_seed_same_result(sim):
     a["manifest"].pop("timings"), b["manifest"].pop("timings")
     assert a == b
     assert isinstance(pd.DataFrame(a["steps"]), pd.DataFrame)
+
+
+# --- recovery with the MERF ranking --------------------------------------------------------
+
+
+def test_recovery_on_small_simulated_data():
+    """With a small forest, the search finds the strong true terms and both true slopes."""
+    sim = simulate_lsa(seed=2, n_schools=100, n_items=60)
+    truth = sim.truth
+    result = search(sim.data, "math", "school", ntree=100, seed=2, progress=False)
+    student = {k: v for k, v in truth.fixed.items() if k not in truth.level2}
+    strongest = sorted(student, key=lambda k: -abs(student[k]))[:5]
+    found = set(result.optimal_terms["fixed"])
+    assert set(strongest) <= found
+    assert result.optimal_terms["interactions"] == [":".join(truth.interaction)]
+    assert result.optimal_terms["random_slopes"] == list(truth.slopes)
+    # the ranking came from the forest: importances, highest first
+    frame = result.ranking.to_frame()
+    assert frame["importance"].is_monotonic_decreasing and frame["importance"].iloc[0] > 0
+    assert result.manifest["seed"] == 2 and result.manifest["timings"]["ranking"] > 0
+
+
+def test_binomial_search_recovers_strong_terms():
+    sim = simulate_lsa(seed=3, n_schools=100, n_items=60, family="binomial")
+    truth = sim.truth
+    result = search(sim.data, "proficient", "school", family="binomial", ntree=100, seed=3,
+                    progress=False)  # fmt: skip
+    tau2 = result.null.cov_re["school"].iloc[0, 0]
+    assert result.icc == pytest.approx(tau2 / (tau2 + np.pi**2 / 3))
+    found = set(result.optimal_terms["fixed"])
+    assert set(truth.slopes) <= found
+    pairs = [set(t.split(":")) for t in result.optimal_terms["interactions"]]
+    assert set(truth.interaction) in pairs
+    # a GLMM has no sigma²: no level-1 R², Nakagawa R² on the latent scale
+    assert result.r2["optimal"]["level1"] is None
+    assert 0 < result.r2["optimal"]["marginal"] < result.r2["optimal"]["conditional"] < 1
