@@ -49,7 +49,7 @@ cat(sprintf('{"seconds": %.6f, "loglik": %.10f}', median(times), as.numeric(logL
 def sizes(quick: bool) -> list[tuple[str, int, int]]:
     """(sweep, rows, groups) of every data set in the run."""
     rows = ROWS[:2] if quick else ROWS
-    groups = GROUPS[:2] if quick else GROUPS
+    groups = GROUPS[:1] if quick else GROUPS
     out = [("rows", n, ROWS_GROUPS) for n in rows]
     out += [("groups", g * GROUP_SIZE, g) for g in groups]
     return out

@@ -43,13 +43,15 @@ TASKS = {
     "MERF ranking, paper scale": ("gaussian", "paper", "rank"),
     "LMM fit (rs3), 128k rows": ("gaussian", "128k", "rs3"),
 }
+QUICK_TASKS = ("LMM fit (rs3), paper scale", "LMM fit (rs3), 128k rows")
 
 
 def run(quick: bool = False, search_rows: list[dict] | None = None) -> list[dict]:
     """Peak RSS of each task; ``search_rows`` (from search.py) give the whole search's."""
     rows = []
+    tasks = QUICK_TASKS if quick else tuple(TASKS)
     with tempfile.TemporaryDirectory(prefix="autoglmm-mem-") as tmp:
-        for task in TASKS:
+        for task in tasks:
             rows.append(measure(task, quick, Path(tmp)))
     if search_rows is None:
         import search

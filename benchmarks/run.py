@@ -520,12 +520,14 @@ def section_table(part: list[dict]) -> list[list[str]]:
     table = [head + extras]
     for r in part:
         base = ref.get(r["case"])
-        ok = r["status"] == "ok" and r.get("seconds") is not None
+        bound = str(r["status"]).startswith("timeout")  # seconds is a lower bound
+        ok = (r["status"] == "ok" or bound) and r.get("seconds") is not None
+        prefix = "> " if bound else ""
         ratio = ""
         if ok and base is not None and base.get("seconds"):
-            ratio = f"{r['seconds'] / base['seconds']:.2f}"
-        cells = [r["case"], r["tool"], r["status"], _time(r["seconds"]) if ok else "",
-                 str(r.get("runs") or ""), ratio]  # fmt: skip
+            ratio = f"{prefix}{r['seconds'] / base['seconds']:.2f}"
+        when = f"{prefix}{_time(r['seconds'])}" if ok else ""
+        cells = [r["case"], r["tool"], r["status"], when, str(r.get("runs") or ""), ratio]
         if has_ll:
             ll, bll = r.get("loglik"), (base or {}).get("loglik")
             cells.append("" if ll is None else f"{ll:.6f}")
