@@ -36,6 +36,12 @@ class Column:
     kind: str = "text"  # text | int | float | p | sci
     digits: int = 2
     latex: str | None = None
+    css: str = ""  # extra HTML class of the column's cells, e.g. "nowrap"
+
+    @property
+    def html_class(self) -> str:
+        names = " ".join(n for n in ("num" if self.numeric else "", self.css) if n)
+        return f' class="{names}"' if names else ""
 
     @property
     def numeric(self) -> bool:
@@ -104,15 +110,13 @@ class Table:
             out.append(f"<caption>{html.escape(self.title)}</caption>")
         out.append("<thead><tr>")
         for c in self.columns:
-            cls = ' class="num"' if c.numeric else ""
-            out.append(f"<th{cls}>{html.escape(c.name)}</th>")
+            out.append(f"<th{c.html_class}>{html.escape(c.name)}</th>")
         out.append("</tr></thead><tbody>")
         classes = self.row_classes or ("",) * len(self.rows)
         for row, rc in zip(self.cells(minus="\u2212"), classes, strict=True):
             out.append(f'<tr class="{html.escape(rc)}">' if rc else "<tr>")
             for cell, c in zip(row, self.columns, strict=True):
-                cls = ' class="num"' if c.numeric else ""
-                out.append(f"<td{cls}>{html.escape(cell)}</td>")
+                out.append(f"<td{c.html_class}>{html.escape(cell)}</td>")
             out.append("</tr>")
         out.append("</tbody>")
         if self.note:

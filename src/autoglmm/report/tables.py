@@ -154,7 +154,7 @@ def comparison(result: Any, stage: str, number: int | None = None) -> Table:
         Column("Δχ²", "float", 2, r"$\Delta\chi^2$"),
         Column("Δdf", "int", latex=r"$\Delta$df"),
         Column("p", "p", latex=r"$p$"),
-        Column("Decision"),
+        Column("Decision", css="nowrap"),
     )
     rows = []
     for rec in frame.itertuples(index=False):
@@ -383,7 +383,7 @@ def trace_table(result: Any) -> Table:
         Column("Stage"),
         Column("Term"),
         Column("Variable"),
-        Column("Decision"),
+        Column("Decision", css="nowrap"),
         Column("logLik", "float", 2),
         Column("df", "int"),
         Column("Δχ²", "float", 2, r"$\Delta\chi^2$"),
