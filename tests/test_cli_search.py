@@ -160,12 +160,24 @@ def test_demo_small(tmp_path, monkeypatch):
     real = datasets.simulate_lsa
 
     def small_sim(seed=0, family="gaussian", **kw):
-        return real(seed=seed, family=family, n_schools=60, n_items=40)
+        return real(seed=seed, family=family, n_schools=40, n_items=30)
 
     monkeypatch.setattr(datasets, "simulate_lsa", small_sim)
     out = tmp_path / "demo"
-    res = run("demo", "--out", out, "--seed", 3, "--no-progress", "--ntree", 50)
+    res = run("demo", "--out", out, "--seed", 3, "--no-progress", "--ntree", 20)
     assert res.exit_code == 0, res.output
     assert (out / "report.html").is_file()
     assert "Recovered model vs the true model" in res.output
     assert "true predictors found" in res.output and "true slopes found" in res.output
+
+
+@pytest.mark.slow
+def test_demo_full_scale(tmp_path):
+    """The README's first command at full scale: recovery figures and time (slow)."""
+    out = tmp_path / "demo"
+    res = run("demo", "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "result.json").read_text())
+    found = result["optimal_terms"]
+    assert {"ses"} <= set(found["fixed"]) and len(found["random_slopes"]) == 2
+    assert "true predictors found" in res.output
