@@ -19,14 +19,11 @@ candidates with their reasons, is kept in :class:`SearchResult`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -35,122 +32,9 @@ import numpy as np
 import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
+from autoglmm.search_result import SearchResult, Step, Terms, cov_re_of, data_hash, json_value
 
-__all__ = ["SearchResult", "Step", "search"]
-
-STAGES = ("fixed", "interaction", "slope")
-STATUSES = ("accepted", "rejected", "not_converged", "skipped")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One candidate of the trace: what was tried, how it fitted and what was decided."""
-
-    stage: str
-    term: str
-    status: str
-    loglik: float | None
-    df: int | None
-    chisq: float | None
-    test_df: int | None
-    p: float | None
-    reason: str
-    formula: str
-    aic: float | None
-    bic: float | None
-
-    def to_dict(self) -> dict:
-        return {k: _json_value(v) for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class Terms:
-    """The terms of one model of the search, in the order they were added."""
-
-    fixed: tuple[str, ...] = ()
-    interactions: tuple[tuple[str, str], ...] = ()
-    slopes: tuple[str, ...] = ()
-
-    def extend(self, stage: str, term: Any) -> Terms:
-        if stage == "fixed":
-            return replace(self, fixed=(*self.fixed, term))
-        if stage == "interaction":
-            return replace(self, interactions=(*self.interactions, term))
-        return replace(self, slopes=(*self.slopes, term))
-
-    def to_dict(self) -> dict[str, list[str]]:
-        return {
-            "fixed": list(self.fixed),
-            "interactions": [":".join(pair) for pair in self.interactions],
-            "random_slopes": list(self.slopes),
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class SearchResult:
-    """Everything a search found, frozen: the sample, the trace, the four models, R².
-
-    ``null``, ``base``, ``preliminary`` and ``optimal`` are :class:`autoglmm.result.Fit`
-    objects (the last three are ``None`` when the ICC gate stopped the search).
-    """
-
-    sample: Any
-    family: str
-    icc: float
-    glmm_needed: bool
-    stop_reason: str | None
-    ranking: Any
-    steps: tuple[Step, ...]
-    null: Any
-    base: Any
-    preliminary: Any
-    optimal: Any
-    optimal_terms: dict
-    r2: dict
-    params: dict
-    manifest: dict
-
-    def steps_frame(self) -> pd.DataFrame:
-        """The trace, one row per candidate, columns in :class:`Step`'s field order."""
-        columns = [f.name for f in fields(Step)]
-        return pd.DataFrame([asdict(s) for s in self.steps], columns=columns)
-
-    def comparison_table(self, stage: str) -> pd.DataFrame:
-        """The paper's Tables 2/3 for one stage (Model, df, AIC, logLik, Δχ², p)."""
-        from autoglmm.report.tables import comparison_table
-
-        return comparison_table(self, stage)
-
-    def variable_map(self) -> pd.DataFrame:
-        """V1, V2, ... -> predictor, label, importance (the paper's Table 1)."""
-        from autoglmm.report.tables import variable_map
-
-        return variable_map(self)
-
-    def equation(self, kind: str = "text") -> str:
-        """The optimal model's equation, as ``"text"`` or ``"latex"``."""
-        from autoglmm.report.equation import model_equation
-
-        return model_equation(self, kind)
-
-    def to_dict(self) -> dict:
-        """The result.json of SPEC section 3 (JSON-ready; NaN becomes None)."""
-        return _result_dict(self)
-
-    def to_json(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_dict` as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-
-    def report(self, out_dir: str | os.PathLike) -> Path:
-        """Write every output of SPEC section 3 into ``out_dir`` (atomically)."""
-        from autoglmm.report import write_report
-
-        return write_report(self, out_dir)
-
-    def __repr__(self) -> str:
-        if self.stop_reason:
-            return f"SearchResult(stopped: {self.stop_reason})"
-        return f"SearchResult({self.optimal.formula!r}, {len(self.steps)} steps)"
+__all__ = ["SearchResult", "Step", "search"]  # SearchResult and Step are re-exported here
 
 
 def search(
@@ -430,16 +314,9 @@ def icc_of(null: Any, family: str, group: str) -> float:
     """ICC of the null model with the family's level-1 variance (SPEC section 2, step 2)."""
     from autoglmm.icc import icc
 
-    tau2 = float(_cov_re(null, group).iloc[0, 0])
+    tau2 = float(cov_re_of(null, group).iloc[0, 0])
     return icc(family, tau2, link=getattr(null, "link", None), sigma2=null.sigma2,
                beta0=float(null.fixef.iloc[0]))  # fmt: skip
-
-
-def _cov_re(fit: Any, group: str) -> pd.DataFrame:
-    cov = fit.cov_re
-    if isinstance(cov, dict):
-        cov = cov[group] if group in cov else next(iter(cov.values()))
-    return cov
 
 
 def _load(data: Any) -> pd.DataFrame:
@@ -605,18 +482,10 @@ def _manifest(params: dict, seed: int, sample: Any, clock: _Clock) -> dict:
     return {
         "version": __version__,
         "seed": seed,
-        "params": {k: _json_value(v) for k, v in params.items()},
+        "params": {k: json_value(v) for k, v in params.items()},
         "data_hash": data_hash(sample.data),
         "timings": clock.timings,  # filled as the search runs
     }
-
-
-def data_hash(frame: pd.DataFrame) -> str:
-    """sha256 of the analysis data: column names, dtypes and every value (row order kept)."""
-    h = hashlib.sha256()
-    h.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
-    return h.hexdigest()
 
 
 def _build(
@@ -656,14 +525,14 @@ def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
     frame = build_model_frame(parse_formula(ctx.formula(terms)), ctx.data, family=ctx.family)
     design = frame.design
     beta = fit.fixef.reindex(list(design.x_names)).fillna(0.0).to_numpy(dtype=float)
-    null_cov = _cov_re(null, ctx.group)
+    null_cov = cov_re_of(null, ctx.group)
     lam = None
     if ctx.family == "poisson":
         lam = math.exp(float(null.fixef.iloc[0]) + float(null_cov.iloc[0, 0]) / 2)
     return r2_all(
         family=ctx.family,
         fixed_pred=design.X @ beta,
-        G=_cov_re(fit, ctx.group).to_numpy(),
+        G=cov_re_of(fit, ctx.group).to_numpy(),
         Z=design.Z,
         sigma2=getattr(fit, "sigma2", None),
         null_tau00=float(null_cov.iloc[0, 0]),
@@ -671,83 +540,6 @@ def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
         link=getattr(fit, "link", None),
         lam=lam,
     )
-
-
-def _result_dict(result: SearchResult) -> dict:
-    sample = result.sample
-    ranking = []
-    if result.ranking is not None:
-        frame = result.ranking.to_frame()
-        name_col = "predictor" if "predictor" in frame.columns else frame.columns[0]
-        ranking = [
-            {"predictor": str(n), "importance": _json_value(v)}
-            for n, v in zip(frame[name_col], frame["importance"], strict=True)
-        ]
-    models = {
-        name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
-        for name in ("null", "base", "preliminary", "optimal")
-    }
-    return {
-        "n_obs": int(sample.n_obs),
-        "n_groups": int(sample.n_groups),
-        "dropped": sample.report.to_dict(),
-        "icc": _json_value(result.icc),
-        "glmm_needed": bool(result.glmm_needed),
-        "stop_reason": result.stop_reason,
-        "family": result.family,
-        "outcome": sample.outcome,
-        "group": sample.group,
-        "ranking": ranking,
-        "steps": [s.to_dict() for s in result.steps],
-        "models": models,
-        "optimal_terms": result.optimal_terms,
-        "manifest": _json_value(result.manifest),
-    }
-
-
-def _model_dict(fit: Any, r2: dict | None, group: str) -> dict | None:
-    """One model of result.json; fixef statistics are Wald z with a normal reference."""
-    if fit is None:
-        return None
-    table = zip(fit.fixef.index, fit.fixef, fit.se, fit.stat, fit.pvalues, strict=True)
-    fixef = {
-        str(term): {"estimate": float(est), "se": _json_value(float(se)),
-                    "stat": _json_value(float(z)), "p": _json_value(float(p))}
-        for term, est, se, z, p in table
-    }  # fmt: skip
-    cov = _cov_re(fit, group)
-    cov_re = {
-        group: {str(r): {str(c): float(cov.loc[r, c]) for c in cov.columns} for r in cov.index}
-    }
-    sigma2 = getattr(fit, "sigma2", None)
-    return {
-        "formula": fit.formula,
-        "loglik": float(fit.loglik),
-        "df": int(fit.df),
-        "aic": float(fit.aic),
-        "bic": float(fit.bic),
-        "fixef": fixef,
-        "cov_re": cov_re,
-        "sigma2": _json_value(sigma2),
-        "r2": {k: _json_value(v) for k, v in (r2 or {}).items()},
-        "converged": bool(fit.converged),
-        "singular": bool(fit.singular),
-    }
-
-
-def _json_value(value: Any) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, NaN/inf -> None, containers recursed."""
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value
 
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
