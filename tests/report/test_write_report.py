@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -37,6 +38,9 @@ def stopped_dir(stopped, tmp_path_factory):
 def test_all_outputs_are_written(report_dir):
     assert sorted(p.name for p in report_dir.iterdir()) == sorted(OUTPUT_FILES)
     assert not list(report_dir.parent.glob(".out.*"))  # no temporary directory left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert report_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
 
 
 @pytest.mark.parametrize("which", ["report_dir", "hand_dir", "stopped_dir"])

@@ -18,8 +18,8 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def write_report(result: Any, out_dir: str | os.PathLike) -> Path:
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = _scratch_dir(out)
         build_outputs(result, tmp)
         _install(tmp, out)
     except BaseException as err:
@@ -233,6 +233,22 @@ def _first_missing(path: Path) -> Path | None:
             break
         missing = p
     return missing
+
+
+def _scratch_dir(out: Path) -> Path:
+    """A new hidden directory beside ``out`` (same filesystem, so the final move is a rename).
+
+    Made with ``mkdir`` rather than ``mkdtemp`` so it gets the user's umask permissions, not
+    0700: it becomes ``out`` itself.
+    """
+    for _ in range(100):
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary directory beside {out}")
 
 
 def _install(tmp: Path, out: Path) -> None:
