@@ -9,7 +9,9 @@ decision with the same log-likelihood and p-value at every step.
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +22,7 @@ from autoglmm.datasets import simulate_lsa
 from autoglmm.errors import DataError, UsageError
 from autoglmm.fitting import fit
 from autoglmm.likelihood_ratio import lrt
+from autoglmm.report import load_schema
 from autoglmm.selection import SearchResult, search
 
 ALPHA = 0.05
@@ -220,6 +223,7 @@ def test_result_dict_and_frame(scenario_a):
     assert len(d["manifest"]["data_hash"]) == 64
     frame = result.steps_frame()
     assert list(frame.columns)[:3] == ["stage", "term", "status"] and len(frame) == len(d["steps"])
+    jsonschema.validate(json.loads(json.dumps(d, allow_nan=False)), load_schema())
     # R² of the base model: R&B level 1 from sigma2, Nakagawa marginal below conditional
     r2 = result.r2["base"]
     want = 1 - result.base.sigma2 / result.null.sigma2
@@ -284,6 +288,7 @@ def test_icc_gate_stops_unless_forced(sim):
     assert stopped.steps == () and stopped.base is None and stopped.optimal is None
     d = stopped.to_dict()
     assert d["stop_reason"] == stopped.stop_reason and d["models"]["base"] is None
+    jsonschema.validate(json.loads(json.dumps(d, allow_nan=False)), load_schema())
     forced = search(shuffled, "math", "school", ranking=ranking, force=True, progress=False)
     assert forced.stop_reason is None and forced.steps[0].term == "ses"
     # the ICC is tau2 / (tau2 + sigma2) of the null model
