@@ -52,35 +52,66 @@ def _rename(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
 
-def _simple_terms(expr: str, data: pd.DataFrame) -> tuple[bool, list[str]] | None:
+def _is_number(dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+class _Columns:
+    """The input frame seen column by column: dtypes and float arrays looked up once.
+
+    pandas label lookups cost tens of microseconds each (string indexes in pandas 3), and
+    the search builds hundreds of frames, so plain numeric terms go through numpy arrays
+    and formulaic only sees a sub-frame when a term needs it (C(), I(), a:b, ...).
+    """
+
+    def __init__(self, data: pd.DataFrame):
+        self.data = data
+        self.dtypes = dict(zip(data.columns, data.dtypes, strict=True))
+        self._float: dict[str, np.ndarray] = {}
+        self.mask: np.ndarray | None = None
+        self._sub: pd.DataFrame | None = None
+        self.used: list[str] = []
+
+    def numeric(self, name: str) -> bool:
+        return name in self.dtypes and _is_number(self.dtypes[name])
+
+    def floats(self, name: str) -> np.ndarray:
+        if name not in self._float:
+            self._float[name] = self.data[name].to_numpy(dtype=float, na_value=np.nan)
+        return self._float[name]
+
+    def sub(self) -> pd.DataFrame:
+        """The used columns of the complete rows (built only when formulaic needs it)."""
+        if self._sub is None:
+            self._sub = self.data.loc[self.mask, self.used]
+        return self._sub
+
+
+def _simple_terms(expr: str, cols: _Columns) -> tuple[bool, list[str]] | None:
     """``(intercept, columns)`` when ``expr`` is only '1'/'0'/'-1' and numeric column names.
 
     Such terms (the search's formulas) are built directly with numpy, in the order and with
     the names formulaic would give, skipping formulaic's parser (about 10 ms per part).
     """
-    intercept, cols = True, []
+    intercept, names = True, []
     for token in (t.strip() for t in expr.split("+")):
         if token == "1":
             continue
         if token in ("0", "-1"):
             intercept = False
-        elif (
-            token in data.columns
-            and pd.api.types.is_numeric_dtype(data[token])
-            and not pd.api.types.is_bool_dtype(data[token])
-            and token not in cols
-        ):
-            cols.append(token)
+        elif cols.numeric(token) and token not in names:
+            names.append(token)
         else:
             return None
-    return intercept, cols
+    return intercept, names
 
 
-def _required(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+def _required(parsed: ParsedFormula, cols: _Columns) -> list[str]:
     """Columns used by the model (formulaic's view of each part, plus the group)."""
-    needed: list[str] = [parsed.response] if parsed.response in data.columns else []
+    known = cols.dtypes
+    needed: list[str] = [parsed.response] if parsed.response in known else []
     for part in [parsed.fixed] + [t.expr for t in parsed.random]:
-        simple = _simple_terms(part, data)
+        simple = _simple_terms(part, cols)
         if simple is not None:
             needed.extend(simple[1])
             continue
@@ -89,35 +120,39 @@ def _required(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
         except Exception as err:  # formulaic raises several parser error types
             raise UsageError(f"cannot parse formula part {part!r}: {err}") from None
         needed.extend(str(v) for v in variables)
-    if parsed.response not in data.columns:
+    if parsed.response not in known:
         needed.extend(str(v) for v in Formula(parsed.response).required_variables)
     needed.append(parsed.group)
     out = list(dict.fromkeys(needed))
-    missing = [c for c in out if c not in data.columns]
     # formulaic also reports names of transforms/constants it could not resolve; only
     # report those that look like columns.
-    missing = [c for c in missing if c.isidentifier() or c in (parsed.group, parsed.response)]
+    missing = [
+        c
+        for c in out
+        if c not in known and (c.isidentifier() or c in (parsed.group, parsed.response))
+    ]
     if missing:
         raise DataError(
             f"unknown column(s) {', '.join(missing)}; check the formula against the data's "
             "column names"
         )
-    return [c for c in out if c in data.columns]
+    return [c for c in out if c in known]
 
 
-def _matrix(expr: str, sub: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+def _matrix(expr: str, cols: _Columns) -> tuple[np.ndarray, list[str]]:
     """Model matrix of a right-hand side: numpy for simple terms, formulaic otherwise."""
-    simple = _simple_terms(expr, sub)
+    simple = _simple_terms(expr, cols)
+    n = int(cols.mask.sum())
     if simple is not None:
-        intercept, cols = simple
-        parts = ([np.ones(len(sub))] if intercept else []) + [
-            sub[c].to_numpy(dtype=float) for c in cols
-        ]
-        names = (["(Intercept)"] if intercept else []) + cols
-        X = np.column_stack(parts) if parts else np.empty((len(sub), 0))
-        return X, names
+        intercept, names = simple
+        X = np.empty((n, int(intercept) + len(names)))
+        if intercept:
+            X[:, 0] = 1.0
+        for k, name in enumerate(names, start=int(intercept)):
+            X[:, k] = cols.floats(name)[cols.mask]
+        return X, (["(Intercept)"] if intercept else []) + names
     try:
-        mm = model_matrix(expr, sub, na_action="ignore")
+        mm = model_matrix(expr, cols.sub(), na_action="ignore")
     except Exception as err:
         raise UsageError(f"cannot build model terms {expr!r}: {err}") from None
     return np.asarray(mm, dtype=float), [_rename(str(c)) for c in mm.columns]
@@ -133,11 +168,15 @@ def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     """
     norms = np.linalg.norm(X, axis=0)
     if X.shape[1] and np.all(norms > 0):
-        # Householder QR: |R_jj| is the residual of column j on all earlier columns. With
-        # no deficiency that is the criterion itself; otherwise scan column by column.
-        r = np.abs(np.diag(np.linalg.qr(X, mode="r")))
-        if np.all(r > tol * norms):
-            return np.ones(X.shape[1], bool)
+        # Quick accept: the Cholesky pivots of the column-scaled X'X are the squared
+        # relative residuals; all above 1e-10 (residual > 1e-5, far from the 1e-7 cut)
+        # means full rank. Anything closer is decided by the exact scan below.
+        try:
+            chol = np.linalg.cholesky((X.T @ X) / np.outer(norms, norms))
+            if np.min(np.diag(chol)) ** 2 > 1e-10:
+                return np.ones(X.shape[1], bool)
+        except np.linalg.LinAlgError:
+            pass
     keep = np.zeros(X.shape[1], bool)
     basis = np.empty((X.shape[0], 0))
     for j in range(X.shape[1]):
@@ -154,78 +193,97 @@ def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     return keep
 
 
-def _response(parsed: ParsedFormula, sub: pd.DataFrame, family: str) -> np.ndarray:
+def _response(parsed: ParsedFormula, cols: _Columns, family: str) -> np.ndarray:
     name = parsed.response
-    if name in sub.columns and not pd.api.types.is_numeric_dtype(sub[name]):
+    if name in cols.dtypes and not cols.numeric(name):
+        values = cols.data[name][cols.mask]
         levels = (
-            sorted(pd.unique(sub[name]).tolist())
-            if not isinstance(sub[name].dtype, pd.CategoricalDtype)
-            else list(sub[name].cat.categories)
+            list(values.cat.categories)
+            if isinstance(values.dtype, pd.CategoricalDtype)
+            else sorted(pd.unique(values).tolist())
         )
         if family == "binomial" and len(levels) == 2:
-            return (sub[name] == levels[1]).to_numpy(dtype=float)
+            return (values == levels[1]).to_numpy(dtype=float)
         raise DataError(
             f"response '{name}' is not numeric; for family={family!r} give a numeric column"
             + (" (or a two-level column for binomial)" if family != "binomial" else "")
         )
-    if name in sub.columns:
-        return sub[name].to_numpy(dtype=float)
-    y, _ = _matrix(f"0 + {name}", sub)
+    if name in cols.dtypes:
+        return cols.floats(name)[cols.mask]
+    y, _ = _matrix(f"0 + {name}", cols)
     if y.shape[1] != 1:
         raise UsageError(f"response '{name}' must be one column")
     return y[:, 0]
 
 
-def _random_matrix(parsed: ParsedFormula, sub: pd.DataFrame):
-    cols, names, blocks = [], [], []
+def _random_matrix(parsed: ParsedFormula, cols: _Columns):
+    blocks_z, names, blocks = [], [], []
     for term in parsed.random:
-        Z, term_names = _matrix(term.expr, sub)
+        Z, term_names = _matrix(term.expr, cols)
         if Z.shape[1] == 0:
             raise UsageError(f"random term {term.text} has no columns")
-        cols.append(Z)
+        blocks_z.append(Z)
         names.extend(term_names)
         blocks.append(Z.shape[1])
     if len(set(names)) != len(names):
         raise UsageError(
             f"random terms repeat a column ({', '.join(names)}); list each covariate once"
         )
-    return np.column_stack(cols), tuple(names), tuple(blocks)
+    return np.column_stack(blocks_z), tuple(names), tuple(blocks)
 
 
-def _weights(weights, data: pd.DataFrame, mask: np.ndarray) -> np.ndarray | None:
+def _weights(weights, cols: _Columns) -> np.ndarray | None:
     if weights is None:
         return None
     if isinstance(weights, str):
-        w = data[weights].to_numpy(dtype=float)
+        w = cols.floats(weights)
     else:
         w = np.asarray(weights, dtype=float)
-        if w.shape != (len(data),):
-            raise UsageError(f"weights must have one value per row ({len(data)}), got {w.shape}")
-    w = w[mask]
+        if w.shape != (len(cols.data),):
+            raise UsageError(
+                f"weights must have one value per row ({len(cols.data)}), got {w.shape}"
+            )
+    w = w[cols.mask]
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise DataError("weights must be finite and non-negative; fix or drop those rows")
     return w
 
 
-def _complete_rows(data: pd.DataFrame, used: list[str], weights) -> np.ndarray:
-    cols = list(used) + ([weights] if isinstance(weights, str) else [])
-    mask = data[cols].notna().all(axis=1).to_numpy()
-    for c in cols:
-        s = data[c]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            vals = s.to_numpy(dtype=float, na_value=np.nan)
-            if np.isinf(vals).any():
-                raise DataError(
-                    f"column '{c}' has infinite values; replace them with missing or finite values"
-                )
+def _complete_rows(cols: _Columns, used: list[str], weights) -> np.ndarray:
+    """Rows complete in every used column; infinite numbers are an error, not missing."""
+    names = list(dict.fromkeys(list(used) + ([weights] if isinstance(weights, str) else [])))
+    mask = np.ones(len(cols.data), bool)
+    other = []
+    for name in names:
+        if not cols.numeric(name):
+            other.append(name)
+            continue
+        vals = cols.floats(name)
+        if np.isinf(vals).any():
+            raise DataError(
+                f"column '{name}' has infinite values; replace them with missing or finite values"
+            )
+        mask &= ~np.isnan(vals)
+    if other:
+        mask &= cols.data[other].notna().all(axis=1).to_numpy()
     return mask
 
 
-def _row_hash(data: pd.DataFrame, mask: np.ndarray, y: np.ndarray) -> str:
+def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
     h = hashlib.sha1()
     h.update(np.flatnonzero(mask).astype(np.int64).tobytes())
     h.update(np.ascontiguousarray(y, dtype=float).tobytes())
     return h.hexdigest()[:16]
+
+
+def _group_codes(cols: _Columns, group: str) -> tuple[np.ndarray, tuple]:
+    codes, levels = pd.factorize(cols.data[group].to_numpy()[cols.mask], sort=True)
+    if len(levels) < 2:
+        raise DataError(
+            f"grouping factor '{group}' has {len(levels)} level(s); "
+            "a mixed model needs at least 2 groups"
+        )
+    return codes, tuple(np.asarray(levels).tolist())
 
 
 def build_model_frame(
@@ -238,19 +296,19 @@ def build_model_frame(
     """Build the grouped design of ``parsed`` on ``data`` (see module docstring)."""
     if isinstance(weights, str) and weights not in data.columns:
         raise DataError(f"unknown weights column '{weights}'; check the column names")
-    used = _required(parsed, data)
-    mask = _complete_rows(data, used, weights)
+    cols = _Columns(data)
+    cols.used = _required(parsed, cols)
+    cols.mask = mask = _complete_rows(cols, cols.used, weights)
     n_dropped = int(len(mask) - mask.sum())
-    sub = data.loc[mask, used]
     messages = []
     if n_dropped:
         messages.append(f"{n_dropped} row(s) with missing values in model columns dropped")
-    if len(sub) == 0:
+    if n_dropped == len(mask):
         raise DataError("no complete rows for the model's columns; check for missing values")
-    X, x_names = _matrix(parsed.fixed, sub)
+    X, x_names = _matrix(parsed.fixed, cols)
     if X.shape[1] == 0:
         raise UsageError(f"the fixed part {parsed.fixed!r} has no columns; add '1' at least")
-    y = _response(parsed, sub, family)
+    y = _response(parsed, cols, family)
     keep = independent_columns(X)
     dropped = tuple(n for n, k in zip(x_names, keep, strict=True) if not k)
     if dropped:
@@ -258,24 +316,18 @@ def build_model_frame(
             "fixed-effect model matrix is rank deficient so dropping "
             f"{len(dropped)} column(s): {', '.join(dropped)}"
         )
-    Z, z_names, blocks = _random_matrix(parsed, sub)
-    codes, levels = pd.factorize(sub[parsed.group], sort=True)
-    if len(levels) < 2:
-        raise DataError(
-            f"grouping factor '{parsed.group}' has {len(levels)} level(s); "
-            "a mixed model needs at least 2 groups"
-        )
-    w = _weights(weights, data, mask)
+    Z, z_names, blocks = _random_matrix(parsed, cols)
+    codes, levels = _group_codes(cols, parsed.group)
     design, order = make_design(
-        X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
+        X[:, keep], y, Z, codes, re_blocks=blocks, weights=_weights(weights, cols),
         x_names=tuple(n for n, k in zip(x_names, keep, strict=True) if k),
-        z_names=z_names, group_levels=tuple(levels.tolist()),
+        z_names=z_names, group_levels=levels,
     )  # fmt: skip
     return ModelFrame(
         design=design,
         order=order,
-        row_index=sub.index,
-        row_hash=_row_hash(data, mask, y),
+        row_index=data.index[mask],
+        row_hash=_row_hash(mask, y),
         dropped_columns=dropped,
         n_dropped_rows=n_dropped,
         messages=tuple(messages),

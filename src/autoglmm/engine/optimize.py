@@ -31,9 +31,10 @@ What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
    then each parameter on a bound is probed one step inside, and the minimisation
    continues from there if that is better (a gradient method can stop at a saddle on
    the boundary, where lme4's derivative-free BOBYQA would not);
-3. derivatives at the optimum: the gradient (analytic or central differences) and the
-   Hessian (central differences; one-sided at a bound), both over the parameters that are
-   not on a bound;
+3. derivatives at the optimum, over the parameters not on a bound: with ``jac=True`` the
+   analytic gradient and a Hessian from forward differences of it (k extra gradients);
+   otherwise lme4's ``deriv12``: central differences of the deviance (one-sided at a
+   bound);
 4. checks: the scaled gradient ``max |min(H^-1 g, g)|`` (lme4's relative gradient test)
    must be below ``grad_tol``, and the Hessian over the free covariance parameters must be
    positive semi-definite;
@@ -112,7 +113,7 @@ def _minimize(obj: _Counter, x0, lower, upper, method: str, max_iter: int):
     if method == "L-BFGS-B" and obj.jac:
         res = sopt.minimize(
             obj.both, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 10},
+            options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-6, "maxcor": 10},
         )  # fmt: skip
     elif method == "L-BFGS-B":
         res = sopt.minimize(
@@ -164,7 +165,7 @@ def _steps(x, lower, upper, delta):
 
 
 def _derivatives(obj: _Counter, x, f, lower, upper, free, delta=1e-4):
-    """Gradient and Hessian over the free parameters (central differences where possible)."""
+    """Gradient and Hessian over the free parameters (see step 3 of the module docstring)."""
     idx = np.flatnonzero(free)
     k = len(idx)
     h, fwd, bwd = _steps(x, lower, upper, delta)
@@ -172,15 +173,11 @@ def _derivatives(obj: _Counter, x, f, lower, upper, free, delta=1e-4):
         g_full = obj.grad(x)
         g = g_full[idx]
         H = np.empty((k, k))
-        for a, i in enumerate(idx):
+        for a, i in enumerate(idx):  # forward differences of the analytic gradient
             e = np.zeros_like(x)
-            e[i] = h[i]
-            if fwd[i] and bwd[i]:
-                col = (obj.grad(x + e) - obj.grad(x - e)) / (2 * h[i])
-            else:
-                sign = 1.0 if fwd[i] else -1.0
-                col = sign * (obj.grad(x + sign * e) - g_full) / h[i]
-            H[:, a] = col[idx]
+            sign = 1.0 if fwd[i] else -1.0
+            e[i] = sign * h[i]
+            H[:, a] = (sign * (obj.grad(x + e) - g_full) / h[i])[idx]
         return g, 0.5 * (H + H.T)
     g = np.empty(k)
     H = np.empty((k, k))
