@@ -275,3 +275,17 @@ def test_binomial_report(binomial):
     assert "R² level 1" in page and "level-1 residual" not in page  # undefined: not claimed
     tex = (out / "equation.tex").read_text()
     assert r"\operatorname{logit}(\pi_{ij}) &= " in tex and r"\varepsilon" not in tex
+
+
+def test_summary_states_the_findings_in_words(hand_result, hand_dir):
+    page = (hand_dir / "report.html").read_text()
+    sample = hand_result.sample.report
+    assert f"comprised {sample.n_obs:,} observations in {sample.n_groups:,} groups" in page
+    assert f"intraclass correlation of the null model was {hand_result.icc:.3f}" in page
+    r2 = hand_result.r2["optimal"]
+    level1 = f"explains {100 * r2['level1']:.1f}% of the level-1 residual variance"
+    assert r2["level1"] > 0 and level1 in page
+    assert r2["level2"] < 0  # a slope moved variance: said as an increase, not "explains -x%"
+    assert f"increases the level-2 intercept variance by {-100 * r2['level2']:.1f}%" in page
+    n_fixed = len(hand_result.optimal_terms["fixed"])
+    assert f"kept {n_fixed} fixed effects (the base model), no interactions" in page

@@ -199,12 +199,8 @@ def _summary(result: Any) -> list[str]:
         f"model), over {_count(result.steps, 'candidate model')}."
     )
     r2 = (getattr(result, "r2", None) or {}).get("optimal") or {}
-    rb = [
-        _reduction(r2.get(key), level)
-        for key, level in (("level1", "level-1 residual"), ("level2", "level-2 intercept"))
-        if _finite(r2.get(key))
-    ]
-    parts = [" and ".join(rb) + " of the null model (Raudenbush & Bryk)"] if rb else []
+    rb = _raudenbush_bryk_phrase(r2)
+    parts = [rb] if rb else []
     if _finite(r2.get("marginal")) and _finite(r2.get("conditional")):
         parts.append(
             f"has Nakagawa's marginal and conditional R² of {r2['marginal']:.3f} and "
@@ -220,11 +216,25 @@ def _count(items: Any, noun: str) -> str:
     return f"{'no' if n == 0 else n} {noun}{'' if n == 1 else 's'}"
 
 
-def _reduction(r2: float, level: str) -> str:
-    """Raudenbush & Bryk's R² in words; negative when the variance grew (it can)."""
-    if r2 >= 0:
-        return f"explains {100 * r2:.1f}% of the {level} variance"
-    return f"increases the {level} variance by {-100 * r2:.1f}% (R² = {r2:.3f})"
+def _raudenbush_bryk_phrase(r2: dict) -> str:
+    """Level-1/2 R² in words; a negative value means that variance grew (it can)."""
+    explained, increased = [], []
+    for key, level in (("level1", "level-1 residual"), ("level2", "level-2 intercept")):
+        value = r2.get(key)
+        if not _finite(value):
+            continue
+        if value >= 0:
+            explained.append(f"{100 * value:.1f}% of the {level} variance")
+        else:
+            increased.append(f"the {level} variance by {-100 * value:.1f}% (R² = {value:.3f})")
+    words = []
+    if explained:
+        words.append("explains " + " and ".join(explained))
+    if increased:
+        words.append("increases " + " and ".join(increased))
+    if not words:
+        return ""
+    return " and ".join(words) + " relative to the null model (Raudenbush & Bryk)"
 
 
 def _finite(x: Any) -> bool:

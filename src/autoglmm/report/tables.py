@@ -312,11 +312,12 @@ def random_effects_table(fit: Any, result: Any, title: str = "Random effects") -
         with np.errstate(divide="ignore", invalid="ignore"):
             corr = g.to_numpy(dtype=float) / np.outer(sd, sd)
         for i, name in enumerate(g.index):
-            cors = [corr[i, k] for k in range(i)] + [None] * (width - 1 - i)
-            rows.append((str(group), term_label(str(name), result), var[i], sd[i], *cors))
+            cors = [corr[i, k] for k in range(i)] + [""] * (width - 1 - i)  # lower triangle
+            label = str(group) if i == 0 else ""  # the group once, as lme4 prints it
+            rows.append((label, term_label(str(name), result), var[i], sd[i], *cors))
     sigma2 = getattr(fit, "sigma2", None)
     if sigma2 is not None and math.isfinite(sigma2):
-        rows.append(("Residual", "", sigma2, math.sqrt(sigma2), *([None] * (width - 1))))
+        rows.append(("Residual", "", sigma2, math.sqrt(sigma2), *([""] * (width - 1))))
     columns = (
         Column("Group"),
         Column("Term"),
