@@ -107,7 +107,7 @@ def test_comparison_md_has_every_stage(searched, report_dir):
     first = next(s for s in searched.steps if s.stage == "fixed")
     chisq = format_value(first.chisq, type("C", (), {"kind": "float", "digits": 2})())
     assert f"| {chisq} |" in md
-    assert "**Table 1. Predictors in ranking order**" in md  # the V-number key
+    assert "**Key to the V-numbers above" in md
 
 
 def test_importance_figure_files(hand_dir):

@@ -196,7 +196,8 @@ def comparison_markdown(result: Any) -> str:
     key = tables.variable_map(result)
     key = key[key["predictor"].isin(used)]
     if len(key):
-        table = tables.variable_table(result, list(key["predictor"]), number=1)
+        title = "Key to the V-numbers above (ranking order, as in the report's Table 1)"
+        table = tables.variable_table(result, list(key["predictor"]), title=title)
         lines += [table.to_markdown(), ""]
     return "\n".join(lines)
 

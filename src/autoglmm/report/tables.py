@@ -221,7 +221,12 @@ def variable_map(result: Any) -> pd.DataFrame:
     )
 
 
-def variable_table(result: Any, predictors: Sequence[str] | None = None, number: int = 1) -> Table:
+def variable_table(
+    result: Any,
+    predictors: Sequence[str] | None = None,
+    number: int = 1,
+    title: str | None = None,
+) -> Table:
     """:func:`variable_map` as a :class:`Table`, optionally limited to some predictors."""
     frame = variable_map(result)
     if predictors is not None:
@@ -257,7 +262,7 @@ def variable_table(result: Any, predictors: Sequence[str] | None = None, number:
     return Table(
         columns,
         rows,
-        title=f"Table {number}. Predictors in ranking order",
+        title=title or f"Table {number}. Predictors in ranking order",
         note=note,
         row_classes=classes,
     )
