@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import NOT_INSTALLED, failed, not_installed, row  # noqa: E402
+from common import NOT_INSTALLED, failed, row  # noqa: E402
 
 SECTIONS = ("lmm", "glmm", "ranking", "search", "growth", "memory")
 TITLES = {
@@ -135,26 +135,69 @@ def run_lmm(quick: bool, rows: list, meta: dict, png) -> list[dict]:
 
 
 def run_glmm(quick: bool, rows: list, meta: dict, png) -> list[dict]:
-    """glmm_fits.py: its own run() if it has one, else its CLI (--json when it has it)."""
+    """glmm_fits.py: its own run() if it has one, else its CLI (JSON or markdown table)."""
     fn = _module_run("glmm_fits")
     if fn is not None:
         return _complete(_normalise(fn(quick=quick), "glmm"), "glmm")
     help_text = _script("glmm_fits", ["--help"], timeout=120).stdout
-    args = []
-    if quick and "--quick" in help_text:
-        args.append("--quick")
-    elif quick and "--reps" in help_text:
-        args += ["--reps", "1"]
-    if not common.has_peer("lme4") and "--skip-r" in help_text:
-        args.append("--skip-r")
+    args, skipped = [], {}
+    for flag in ("--quick", "--repeats", "--reps"):
+        if quick and flag in help_text:
+            args += [flag] if flag == "--quick" else [flag, "1"]
+            break
+    if "--skip-r" in help_text and (quick or not common.has_peer("lme4")):
+        args.append("--skip-r")  # glmer needs minutes per fit: not in a 2-minute run
+        skipped["lme4"] = "not run in --quick (glmer is slow)" if quick else NOT_INSTALLED
+    if "--skip-mixedlm" in help_text and not common.has_peer("mixedlm"):
+        args.append("--skip-mixedlm")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "glmm.json"
         if "--json" in help_text:
             args += ["--json", str(out)]
-        proc = _script("glmm_fits", args, timeout=2400)
-        raw = json.loads(out.read_text()) if out.exists() else _last_json(proc.stdout)
-    meta["data"]["glmm"] = _data_line(proc.stdout)
-    return _complete(_normalise(raw, "glmm"), "glmm")
+        proc = _script("glmm_fits", args, timeout=3000)
+        if out.exists():
+            raw = json.loads(out.read_text())
+        else:
+            raw = _markdown_rows(proc.stdout) or _last_json(proc.stdout)
+    first = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+    meta["data"]["glmm"] = _data_line(proc.stdout) or first.split(", median")[0]
+    return _complete(_normalise(raw, "glmm"), "glmm", skipped)
+
+
+def _markdown_rows(stdout: str) -> list[dict]:
+    """Rows of the first markdown table with "model" and "tool" columns in a script's output.
+
+    The time column is the first whose header starts with "s" or "ms" (s/fit, seconds,
+    ms_per_fit); "loglik" is the first header that is exactly that.
+    """
+    lines = [ln.strip() for ln in stdout.splitlines()]
+    heads = [
+        (i, [c.strip().lower() for c in ln.strip("|").split("|")])
+        for i, ln in enumerate(lines) if ln.startswith("|")
+    ]  # fmt: skip
+    heads = [(i, cells) for i, cells in heads if "model" in cells and "tool" in cells]
+    if not heads:
+        return []
+    i, head = heads[0]
+    t_col = next((c for c in head if c.startswith(("s/", "sec", "ms"))), None)
+    out = []
+    for line in lines[i + 2 :]:
+        if not line.startswith("|"):
+            break
+        rec = dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=False))
+        item = {"model": rec["model"], "tool": rec["tool"], "loglik": _float(rec.get("loglik"))}
+        value = _float(rec.get(t_col)) if t_col else None
+        scale = 1e-3 if t_col and t_col.startswith("ms") else 1.0
+        item["seconds"] = None if value is None else value * scale
+        out.append(item)
+    return out
+
+
+def _float(text) -> float | None:
+    try:
+        return float(str(text).replace(",", "").rstrip("x"))
+    except (TypeError, ValueError):
+        return None
 
 
 def run_ranking(quick: bool, rows: list, meta: dict, png) -> list[dict]:
@@ -280,14 +323,15 @@ def _normalise(raw, section: str) -> list[dict]:
     return out
 
 
-def _complete(rows: list[dict], section: str) -> list[dict]:
-    """Add a "not installed" row for every expected peer missing from a case."""
+def _complete(rows: list[dict], section: str, skipped: dict | None = None) -> list[dict]:
+    """Add a row for every expected peer missing from a case ("not installed" or why)."""
+    skipped = skipped or {}
     cases = list(dict.fromkeys(r["case"] for r in rows))
     for case in cases:
         tools = {r["tool"] for r in rows if r["case"] == case}
         for peer in PEERS.get(section, ()):
             if peer not in tools:
-                rows.append(not_installed(section, case, peer))
+                rows.append(row(section, case, peer, status=skipped.get(peer, NOT_INSTALLED)))
     return rows
 
 
