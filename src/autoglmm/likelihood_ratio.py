@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import special
 
 from autoglmm.errors import UsageError
 from autoglmm.result import Fit
@@ -53,8 +53,8 @@ class LRTResult:
 
 def mixture_pvalue(chisq: float, q: int) -> float:
     """``0.5 P(chi2_q > chisq) + 0.5 P(chi2_{q+1} > chisq)``; chi2_0 is a point mass at 0."""
-    low = float(stats.chi2.sf(chisq, q)) if q > 0 else float(chisq <= 0)
-    return 0.5 * low + 0.5 * float(stats.chi2.sf(chisq, q + 1))
+    low = float(special.chdtrc(q, chisq)) if q > 0 else float(chisq <= 0)
+    return 0.5 * low + 0.5 * float(special.chdtrc(q + 1, chisq))
 
 
 def _check_comparable(small: Fit, big: Fit) -> None:
@@ -108,7 +108,7 @@ def lrt(small: Fit, big: Fit, mixture: bool = False) -> LRTResult:
     if mixture:
         p = mixture_pvalue(chisq, small.n_re)
     else:
-        p = float(stats.chi2.sf(chisq, df))
+        p = float(special.chdtrc(df, chisq))
     return LRTResult(
         chisq=float(chisq),
         df=df,

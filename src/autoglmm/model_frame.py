@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
 
 from autoglmm.engine.design import GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
@@ -115,12 +114,16 @@ def _required(parsed: ParsedFormula, cols: _Columns) -> list[str]:
         if simple is not None:
             needed.extend(simple[1])
             continue
+        from formulaic import Formula  # imported only for terms numpy cannot build
+
         try:
             variables = Formula(part).required_variables
         except Exception as err:  # formulaic raises several parser error types
             raise UsageError(f"cannot parse formula part {part!r}: {err}") from None
         needed.extend(str(v) for v in variables)
     if parsed.response not in known:
+        from formulaic import Formula
+
         needed.extend(str(v) for v in Formula(parsed.response).required_variables)
     needed.append(parsed.group)
     out = list(dict.fromkeys(needed))
@@ -151,6 +154,8 @@ def _matrix(expr: str, cols: _Columns) -> tuple[np.ndarray, list[str]]:
         for k, name in enumerate(names, start=int(intercept)):
             X[:, k] = cols.floats(name)[cols.mask]
         return X, (["(Intercept)"] if intercept else []) + names
+    from formulaic import model_matrix
+
     try:
         mm = model_matrix(expr, cols.sub(), na_action="ignore")
     except Exception as err:

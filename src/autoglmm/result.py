@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from autoglmm.engine.estimates import ConvergenceReport
 
@@ -80,7 +80,7 @@ class Fit:
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald p-values with a standard normal reference."""
-        p = 2.0 * stats.norm.sf(np.abs(self.stat.to_numpy()))
+        p = 2.0 * special.ndtr(-np.abs(self.stat.to_numpy()))
         return pd.Series(p, index=self.fixef.index, name="p")
 
     @property
