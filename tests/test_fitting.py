@@ -170,3 +170,22 @@ def test_data_from_a_file_path(tmp_path):
 def test_bad_options_are_usage_errors(kwargs, needle):
     with pytest.raises(UsageError, match=needle):
         autoglmm.fit("y ~ x + (1 | g)", _slope_data(seed=6, slope_sd=0.1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("reml", "lme4_loglik"), [(False, -871.053285763927), (True, -866.841781293956)]
+)
+def test_prior_weights_match_lme4(reference_data, reml, lme4_loglik):
+    """lme4 1.1-31 values, made with (sleepstudy.csv, Subject as factor):
+    d$w <- 1 + (d$Days %% 3) / 2
+    lmer(Reaction ~ Days + (Days | Subject), d, REML = reml, weights = w)
+    """
+    d = reference_data("sleepstudy.csv")
+    d["w"] = 1 + (d["Days"] % 3) / 2
+    m = autoglmm.fit("Reaction ~ Days + (Days | Subject)", d, weights="w", reml=reml)
+    assert m.loglik == pytest.approx(lme4_loglik, abs=1e-5)
+    if not reml:
+        assert m.fixef["Days"] == pytest.approx(10.5978148052865, rel=1e-4)
+        assert m.se["Days"] == pytest.approx(1.57630106501184, rel=1e-3)
+        assert m.sigma2 == pytest.approx(838.138333748581, rel=1e-3)
+        assert m.cov_re["Subject"].iat[0, 0] == pytest.approx(606.8522454616995, rel=1e-3)
