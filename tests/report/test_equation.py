@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -115,3 +116,25 @@ def test_search_result_equation_delegates_here(searched):
     slopes = searched.optimal_terms["random_slopes"]
     v = v_numbers(searched)[slopes[0]]
     assert f"+ b0j + b1j·{v}_ij" in searched.equation()
+
+
+@pytest.mark.parametrize("which", ["searched", "hand_result", "stopped"])
+def test_latex_is_well_formed(which, request):
+    """No TeX installation here: check what breaks compilation, braces and environments."""
+    tex = model_equation(request.getfixturevalue(which), "latex")
+    depth = 0
+    for ch in tex.replace(r"\{", "").replace(r"\}", ""):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+    begins = re.findall(r"\\begin\{(\w+\*?)\}", tex)
+    ends = re.findall(r"\\end\{(\w+\*?)\}", tex)
+    assert begins and begins[0] == "align*" and sorted(begins) == sorted(ends)
+    for line in tex.splitlines()[1:-1]:
+        assert line.count("&") - line.count(r"\&") - _matrix_amps(line) == 1  # one alignment point
+    assert not re.search(r"(?<!\\)_[A-Za-z0-9]{2}", tex)  # a multi-letter subscript is braced
+
+
+def _matrix_amps(line: str) -> int:
+    matrix = re.search(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", line)
+    return matrix.group(1).count("&") if matrix else 0
