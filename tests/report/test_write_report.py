@@ -271,7 +271,7 @@ def test_binomial_report(binomial):
     page = (out / "report.html").read_text()
     assert "logit(<i>π</i><sub><i>ij</i></sub>) = " in page
     assert "<i>σ</i>²" not in page  # no residual variance on the logit scale
-    assert '<th class="num">z</th>' in page  # Wald z, not t
+    assert '<th scope="col" class="num">z</th>' in page  # Wald z, not t
     assert "R² level 1" in page and "level-1 residual" not in page  # undefined: not claimed
     tex = (out / "equation.tex").read_text()
     assert r"\operatorname{logit}(\pi_{ij}) &= " in tex and r"\varepsilon" not in tex

@@ -110,7 +110,7 @@ class Table:
             out.append(f"<caption>{html.escape(self.title)}</caption>")
         out.append("<thead><tr>")
         for c in self.columns:
-            out.append(f"<th{c.html_class}>{html.escape(c.name)}</th>")
+            out.append(f'<th scope="col"{c.html_class}>{html.escape(c.name)}</th>')
         out.append("</tr></thead><tbody>")
         classes = self.row_classes or ("",) * len(self.rows)
         for row, rc in zip(self.cells(minus="\u2212"), classes, strict=True):
