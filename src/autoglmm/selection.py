@@ -115,51 +115,53 @@ def search(
     run_seed = _run_seed(seed)
     manifest = _manifest(params, run_seed, sample, clock)
     ctx = _Context(sample, family, _analysis_data(sample, standardize), progress)
-    null = ctx.fit_terms(Terms())
-    icc = icc_of(null, family, sample.group)
-    clock.lap("null_model")
-    glmm_needed = bool(icc >= icc_threshold)
-    if not glmm_needed and not force:
-        reason = (
-            f"ICC {icc:.3f} < {icc_threshold}: the groups explain too little variance, so a "
-            "GLMM is not needed (a single-level model will do); use force=True to search anyway"
-        )
+    try:
+        null = ctx.fit_terms(Terms())
+        icc = icc_of(null, family, sample.group)
+        clock.lap("null_model")
+        glmm_needed = bool(icc >= icc_threshold)
+        if not glmm_needed and not force:
+            reason = (
+                f"ICC {icc:.3f} < {icc_threshold}: the groups explain too little variance, so "
+                "a GLMM is not needed (a single-level model will do); use force=True "
+                "(--force) to search anyway"
+            )
+            return _build(ctx, null, icc, False, reason, None, [], {}, params, manifest, clock)
+        if user_ranking is not None or not sample.predictors:
+            rank = _user_ranking_object(user_ranking or [], sample)
+        else:
+            rank = _forest_ranking(sample, ctx.data, params, run_seed)
+        clock.lap("ranking")
+        steps, models = _select(ctx, null, _ranked_predictors(rank, sample), params, clock)
+    finally:
         ctx.close()
-        return _build(ctx, null, icc, glmm_needed, reason, None, [], {}, params, manifest, clock)
+    return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock)
 
-    if user_ranking is not None:
-        rank = _user_ranking_object(user_ranking, sample)
-    else:
-        rank = _forest_ranking(sample, ctx.data, params, run_seed)
-    clock.lap("ranking")
-    order = _ranked_predictors(rank, sample)
-    models: dict[str, tuple[Terms, Any]] = {"null": (Terms(), null)}
+
+def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Clock):
+    """Steps 4-6: fixed effects -> base, interactions -> preliminary, slopes -> optimal."""
+    patience = params["patience"]
     steps: list[Step] = []
-
-    a_fixed = params["alpha_fixed"]
-    spec, fit, trace = ctx.stage("fixed", Terms(), null, order, a_fixed, patience)
-    models["base"] = (spec, fit)
+    spec, fit, trace = ctx.stage("fixed", Terms(), null, order, params["alpha_fixed"], patience)
+    models: dict[str, tuple[Terms, Any]] = {"base": (spec, fit)}
     steps += trace
     clock.lap("fixed")
 
-    essentials = [name for name in order if name in spec.fixed][:n_essential]
+    essentials = [name for name in order if name in spec.fixed][: params["n_essential"]]
     pairs = list(combinations(essentials, 2))
-    a_inter = params["alpha_interaction"]
-    spec, fit, trace = ctx.stage("interaction", spec, fit, pairs, a_inter, patience)
+    alpha = params["alpha_interaction"]
+    spec, fit, trace = ctx.stage("interaction", spec, fit, pairs, alpha, patience)
     models["preliminary"] = (spec, fit)
     steps += trace
     clock.lap("interaction")
 
-    slope_candidates = [name for name in order if name in models["base"][0].fixed]
-    a_slope = params["alpha_slope"]
-    spec, fit, trace = ctx.stage(
-        "slope", spec, fit, slope_candidates, a_slope, patience, max_accept=max_slopes
-    )
+    candidates = [name for name in order if name in models["base"][0].fixed]
+    alpha, most = params["alpha_slope"], params["max_slopes"]
+    spec, fit, trace = ctx.stage("slope", spec, fit, candidates, alpha, patience, most)
     models["optimal"] = (spec, fit)
     steps += trace
     clock.lap("slope")
-    ctx.close()
-    return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock)
+    return steps, models
 
 
 # --- the stages ----------------------------------------------------------------------------
@@ -558,29 +560,32 @@ def _fmt_p(p: float) -> str:
 
 
 class _Progress:
-    """Rich progress bars, one per stage, advanced per candidate fit (no-op when off)."""
+    """Rich progress bars, one per stage, advanced per candidate fit (no-op when off).
+
+    The display starts with the first stage, after the forest's own bars have finished, so
+    two live displays never share the terminal.
+    """
 
     LABELS = {"fixed": "fixed effects", "interaction": "interactions", "slope": "random slopes"}
 
     def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
         self.bar = None
         self.tasks: dict[str, int] = {}
-        if enabled:
+
+    def start(self, stage: str, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self.bar = Progress(
-                TextColumn("{task.description:<16}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("[dim]{task.fields[term]}"),
-                console=Console(stderr=True),
-            )
+                TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[dim]{task.fields[term]}"), console=Console(stderr=True),
+            )  # fmt: skip
             self.bar.start()
-
-    def start(self, stage: str, total: int) -> None:
-        if self.bar is not None:
-            self.tasks[stage] = self.bar.add_task(self.LABELS[stage], total=total, term="")
+        self.tasks[stage] = self.bar.add_task(self.LABELS[stage], total=total, term="")
 
     def advance(self, stage: str, term: str) -> None:
         if self.bar is not None:
@@ -596,3 +601,4 @@ class _Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        self.enabled = False
