@@ -211,9 +211,13 @@ def test_trace_models_match_direct_fits(scenario_a):
         assert fit(model.formula, data).loglik == pytest.approx(model.loglik, abs=1e-4)
 
 
-def test_result_dict_and_frame(scenario_a):
+def test_result_dict_and_frame(scenario_a, tmp_path):
     result, ranking = scenario_a
     d = result.to_dict()
+    result.to_json(tmp_path / "result.json")
+    assert json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(d))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.icc = 0.0
     assert d["n_obs"] == result.sample.n_obs and d["glmm_needed"] is True
     assert [r["predictor"] for r in d["ranking"]] == ranking
     assert all(r["importance"] is None for r in d["ranking"])
