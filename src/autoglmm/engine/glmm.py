@@ -10,11 +10,19 @@ For ``nagq > 1`` each group's integral is a product Gauss-Hermite rule centred a
 mode and scaled by ``L^{-T}`` (see :mod:`autoglmm.engine.quadrature`); ``nagq=1`` is the
 Laplace value exactly. ``loglik = -D / 2``.
 
-The fit minimises ``D`` over ``(theta, beta)`` jointly with L-BFGS-B and the analytic
-Laplace gradient of :func:`autoglmm.engine.pirls.laplace_gradient` (beta whitened by
-the Cholesky factor of the GLM information), then polishes with Newton steps on the
-finite-difference Hessian of that gradient. The same Hessian gives ``vcov(beta)`` as
-lme4 reports it (``use.hessian=TRUE``: the beta block of ``(H / 2)^{-1}``).
+For nAGQ > 1 lme4 uses the sum of deviance residuals instead of the absolute
+``-2 log p`` (lme4 issue #161): for 0/1 data the two agree, for proportions and counts
+lme4's AGQ log-likelihood lacks the saturated model's constant; ours keeps it, so AGQ
+and Laplace log-likelihoods stay comparable.
+
+Fitting (``fit_glmm``): ``D`` is minimised over ``(theta, beta)`` jointly with the
+analytic Laplace gradient of :func:`autoglmm.engine.pirls.laplace_gradient`, in
+coordinates where beta is whitened by lme4's ``RX`` at the start and each theta scaled by
+its curvature; a few saddle-free Newton steps bring the start close, then the shared
+:func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, boundary snapping, restart, lme4's
+checks) finishes. AGQ fits continue from the Laplace optimum with central-difference
+gradients. ``vcov(beta)`` is lme4's ``use.hessian=TRUE``: the beta block of ``(H/2)^-1``
+with ``H`` the Hessian of ``D`` over (theta, beta) (central differences of the gradient).
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ contiguous row blocks of :class:`~autoglmm.engine.design.GroupedDesign`.
 
 Notation (per group, rows ``i``): ``a_i = Lambda' z_i`` (the rows of ``A = Z Lambda``),
 ``eta_i = eta0_i + a_i' u`` with ``eta0 = X beta + offset``. PIRLS minimises
-``F(u) = sum_i dev_i(eta_i) + |u|^2`` by Fisher scoring with step-halving; at the mode
-``H = A' W A + I`` is lme4's ``L L'`` and the Laplace deviance of the group is
+``F(u) = sum_i dev_i(eta_i) + |u|^2`` by Newton steps with step-halving (Fisher scoring
+for canonical links, where the two coincide; the observed curvature for probit, where
+Fisher scoring would converge only linearly). At the mode ``H = A' W A + I`` with Fisher
+weights ``W`` is lme4's ``L L'`` and the Laplace deviance of the group is
 ``F(u_hat) + const + log det H``.
 """
 
