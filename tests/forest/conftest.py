@@ -34,12 +34,18 @@ def simulate(
     tau2: float = 1.0,
     sigma2: float = 1.0,
     level2_corr: float = 1.0,
+    slope_var: float = 0.0,
+    family: str = "gaussian",
 ) -> Sim:
-    """Draw the data; the true fixed part is additive in 4 predictors."""
+    """Draw the data; the true fixed part is additive in 4 predictors.
+
+    ``slope_var`` adds a random slope of ``t_cont``; ``family="binomial"`` draws a 0/1
+    outcome from the logit of the (centred) linear predictor, ignoring ``sigma2``.
+    """
     rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(n_groups), group_size)
     n = len(g)
-    u = rng.normal(0.0, np.sqrt(tau2), n_groups)
+    u = _exact(rng.normal(size=n_groups), tau2)
     cols: dict[str, np.ndarray] = {}
     cols["t_cont"] = rng.normal(size=n)
     for k in range(3):
@@ -51,7 +57,13 @@ def simulate(
     for k in range(n_noise):
         cols[f"noise{k + 1:02d}"] = rng.integers(1, 5, n).astype(float)
     fixed = sum(b * cols[name] for name, b in effects.items())
-    y = 2.0 + fixed + u[g] + rng.normal(0.0, np.sqrt(sigma2), n)
+    v = _exact(rng.normal(size=n_groups), slope_var)  # random slope of t_cont
+    eta = fixed + u[g] + v[g] * cols["t_cont"]
+    if family == "binomial":
+        eta = eta - np.mean(fixed)
+        y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    else:
+        y = 2.0 + eta + rng.normal(0.0, np.sqrt(sigma2), n)
     data = pd.DataFrame({"y": y, "school": g + 100, **cols})
     return Sim(
         data=data,
@@ -60,6 +72,12 @@ def simulate(
         tau2=tau2,
         sigma2=sigma2,
     )
+
+
+def _exact(draws: np.ndarray, var: float) -> np.ndarray:
+    """Centre and scale draws to the exact variance, so the truth is the realised value."""
+    sd = draws.std()
+    return (draws - draws.mean()) / sd * np.sqrt(var) if sd > 0 else draws * 0.0
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ generalised log-likelihood changes by less than ``tol`` (relative). Two choices 
 - The EM starts from the null mixed model's random effects (a constant fixed part), not
   from ``b = 0``: otherwise the first forests learn the group effects through school-level
   items that identify the groups, and EM moves them back into ``b`` only over dozens of
-  iterations. It stops when the generalised log-likelihood gains less than ``tol``
-  (relative) in an iteration: EM increases it, and a fall means the forests' sampling
-  noise has taken over.
+  iterations. It stops when the generalised log-likelihood changes by less than ``tol``
+  (relative) in an iteration, or when its change reverses direction (EM increases it; a
+  fall means the forests' sampling noise has overtaken the progress).
 - The EM iterations use a smaller forest (``em_estimators`` trees, default 100, enough for
   every row to be out of bag in about 37 trees); the full ``n_estimators`` forest is grown
   once, on the converged ``y - Z b``, and gives the predictions, the final variance update
@@ -148,58 +148,70 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         self.b_ = np.zeros((0, 1))
         self.sigma2_ = float(np.mean((y - f) ** 2)) if self.family == "gaussian" else 1.0
         self.G_ = np.zeros((1, 1))
-        self.n_iter_ = 0
+        self.n_iter_ = 1  # one forest, no EM (scikit-learn expects n_iter_ >= 1)
         self.converged_ = True
         self.loglik_, self.sigma2_history_, self.G_history_ = [], [], []
         self.oob_prediction_ = f
         return self
 
     def _em(self, Xb, binner, y, Z, starts) -> tuple[EMState, np.ndarray]:
-        """The EM loop on rows sorted by group; returns the final state and the OOB f."""
-        n, q = Z.shape
+        """The EM loop on rows sorted by group; returns the final state and fixed part."""
         gaussian = self.family == "gaussian"
+        self.add_intercept_ = not np.any(np.all(Z == 1.0, axis=0))
+        D = _linear_design(Z, self.add_intercept_)
         state = _initial_state(y, Z, len(starts) - 1, self.family)
-        f = np.full(n, np.mean(y) if gaussian else _link(np.mean(y), self.family))
-        state = _warm_start(y, Z, starts, f, state, self)
+        fixed = np.full(len(y), np.mean(y) if gaussian else _link(np.mean(y), self.family))
+        state, fixed = _warm_start(y, Z, D, starts, fixed, state, self)
         lls, s2s, Gs = [], [], []
         self.converged_ = False
         n_em = int(min(self.em_estimators, self.n_estimators))
         for it in range(self.max_iter):
-            z, w = (y, np.ones(n)) if gaussian else _working(y, f + _zb(Z, state, starts), self)
-            ZtWZ = group_sums(Z, w, starts)
             # same tree seeds every iteration (common random numbers): the log-likelihood
-            # then changes only through the target, so its convergence can be detected
-            forest = self._grow(Xb, binner, z - _zb(Z, state, starts), w, 0, n_em, False)
-            f = self._fixed_part(forest, Xb, z - _zb(Z, state, starts))
-            state = em_step(z - f, Z, w, starts, ZtWZ, state, update_sigma2=gaussian)
-            lls.append(generalized_loglik(z - f, Z, w, starts, state))
+            # then changes mostly through the target, not through a new forest's noise
+            _, fixed, _, state, ll = self._iteration(Xb, binner, y, Z, D, starts, fixed,
+                                                     state, 0, n_em)  # fmt: skip
+            lls.append(ll)
             s2s.append(state.sigma2)
             Gs.append(state.G.copy())
             if self.progress is not None:
                 self.progress("em", it + 1, self.max_iter)
-            # EM increases the log-likelihood; once it gains less than tol (relative), or
-            # the forest's own noise makes it fall, the iterations have converged
-            if it > 0 and lls[-1] - lls[-2] <= self.tol * abs(lls[-2]):
+            if _converged(lls, self.tol, gaussian):
                 self.converged_ = True
                 break
         self.n_iter_ = len(lls)
         if self.progress is not None:
             self.progress("em", self.n_iter_, self.n_iter_)
         # the full forest, grown once on the converged target, and the final update
-        z, w = (y, np.ones(n)) if gaussian else _working(y, f + _zb(Z, state, starts), self)
-        forest = self._grow(
-            Xb, binner, z - _zb(Z, state, starts), w, _FINAL_STREAM, self.n_estimators, True
+        forest, fixed, beta, state, ll = self._iteration(
+            Xb, binner, y, Z, D, starts, fixed, state, _FINAL_STREAM, self.n_estimators
         )
-        f = self._fixed_part(forest, Xb, z - _zb(Z, state, starts))
-        state = em_step(
-            z - f, Z, w, starts, group_sums(Z, w, starts), state, update_sigma2=gaussian
-        )
-        lls.append(generalized_loglik(z - f, Z, w, starts, state))
+        lls.append(ll)
         s2s.append(state.sigma2)
         Gs.append(state.G.copy())
         self.loglik_, self.sigma2_history_, self.G_history_ = lls, s2s, Gs
+        self.beta_ = beta
         self._store_forest(forest)
-        return state, f
+        return state, fixed
+
+    def _iteration(self, Xb, binner, y, Z, D, starts, fixed, state, stream, n_trees):
+        """Forest on y - Zb, then the closed-form updates with its OOB fixed part.
+
+        The fixed part is the OOB forest plus a least-squares linear term in ``[1, Z]``:
+        forests flatten a linear trend at the ends of its range, and without that term
+        the leftover mean slope would be taken for random-slope variance.
+        """
+        gaussian = self.family == "gaussian"
+        zb = _zb(Z, state, starts)
+        z, w = (y, np.ones(len(y))) if gaussian else _working(y, fixed + zb, self)
+        final = stream == _FINAL_STREAM
+        forest = self._grow(Xb, binner, z - zb, w, stream, n_trees, final)
+        f = self._fixed_part(forest, Xb, z - zb)
+        beta = _wls(D, z - f - zb, w)
+        fixed = f + D @ beta
+        ZtWZ = group_sums(Z, w, starts)
+        state = em_step(z - fixed, Z, w, starts, ZtWZ, state, update_sigma2=gaussian)
+        ll = generalized_loglik(z - fixed, Z, w, starts, state)
+        return forest, fixed, beta, state, ll
 
     def _grow(self, Xb, binner, target, w, stream, n_trees, importance) -> Forest:
         report = None
@@ -218,12 +230,7 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
 
     def _fixed_part(self, forest: Forest, Xb: np.ndarray, target: np.ndarray) -> np.ndarray:
         if self.fixed_part == "inbag":
-            from autoglmm.forest.trees import _predict, _threads
-
-            with _threads(self.n_jobs):
-                return _predict(
-                    Xb, forest.feat, forest.thr, forest.left, forest.value, forest.offsets
-                )
+            return forest.predict_binned(Xb, self.n_jobs)
         return _fill_oob(forest, target)
 
     def _store_forest(self, forest: Forest) -> None:
@@ -242,13 +249,18 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "forest_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         eta = self.forest_.predict(X, n_jobs=self.n_jobs)
+        if len(self.groups_):
+            q = self.b_.shape[1]
+            if Z is None and q > 1:
+                raise ValueError(f"this forest has random slopes: pass Z with {q} columns")
+            Zm = np.ones((X.shape[0], 1)) if Z is None else check_array(Z, dtype=np.float64)
+            if Zm.shape != (X.shape[0], q):
+                raise ValueError(f"Z needs one row per row of X and {q} columns, as in fit")
+            eta += _linear_design(Zm, self.add_intercept_) @ self.beta_
         if groups is not None and len(self.groups_):
             groups = np.asarray(groups)
             if groups.shape[0] != X.shape[0]:
                 raise ValueError("groups must have one label per row of X")
-            Zm = np.ones((X.shape[0], 1)) if Z is None else check_array(Z, dtype=np.float64)
-            if Zm.shape[1] != self.b_.shape[1]:
-                raise ValueError(f"Z needs {self.b_.shape[1]} columns, as in fit")
             idx = pd.Index(self.groups_).get_indexer(pd.Series(groups).to_numpy())
             known = idx >= 0
             eta[known] += np.einsum("nq,nq->n", Zm[known], self.b_[idx[known]])
@@ -297,6 +309,22 @@ def _group_codes(groups, n: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(labels)
 
 
+def _converged(lls: list[float], tol: float, gaussian: bool) -> bool:
+    """Stop when the log-likelihood changes by less than ``tol`` (relative), or when its
+    change reverses direction: then the forests' sampling noise has overtaken the progress
+    of the iterations. EM increases it (gaussian); under PQL the working response moves
+    too, so there the expected direction is that of the previous change.
+    """
+    if len(lls) < 2:
+        return False
+    d = lls[-1] - lls[-2]
+    if abs(d) <= tol * abs(lls[-2]):
+        return True
+    if gaussian:
+        return d < 0
+    return len(lls) >= 3 and d * (lls[-2] - lls[-3]) < 0
+
+
 def _fill_oob(forest: Forest, target: np.ndarray) -> np.ndarray:
     """OOB predictions; a row never out of bag (rare) gets the whole-forest mean target."""
     f = forest.oob_prediction
@@ -322,24 +350,33 @@ def _initial_state(y: np.ndarray, Z: np.ndarray, m: int, family: str) -> EMState
     )
 
 
-def _warm_start(y, Z, starts, f, state: EMState, est, n_steps: int = 50) -> EMState:
-    """Start b, sigma2 and G from the null mixed model (fixed part = a constant).
+def _warm_start(y, Z, D, starts, f, state: EMState, est, n_steps: int = 50):
+    """Start b, sigma2 and G from the linear mixed model ``y ~ Z + (Z | g)``.
 
     Hajjem et al. start from b = 0; then the first forests learn the group effects through
     school-level items (which act as group identifiers) and the EM moves them back into
     ``b`` only slowly. Starting from the null model's random effects removes them first.
+    The columns of ``Z`` get fixed effects here, so a random slope starts as a deviation
+    from the mean slope rather than absorbing it. Returns the state and the fixed part.
     """
     gaussian = est.family == "gaussian"
     for _ in range(n_steps):
-        z, w = (y, np.ones(len(y))) if gaussian else _working(y, f + _zb(Z, state, starts), est)
-        if not gaussian:
-            f = np.full(len(y), np.average(z - _zb(Z, state, starts), weights=w))
-        else:
-            f = np.full(len(y), np.mean(y - _zb(Z, state, starts)))
-        state = em_step(
-            z - f, Z, w, starts, group_sums(Z, w, starts), state, update_sigma2=gaussian
-        )
-    return state
+        zb = _zb(Z, state, starts)
+        z, w = (y, np.ones(len(y))) if gaussian else _working(y, f + zb, est)
+        f = D @ _wls(D, z - zb, w)
+        ZtWZ = group_sums(Z, w, starts)
+        state = em_step(z - f, Z, w, starts, ZtWZ, state, update_sigma2=gaussian)
+    return state, f
+
+
+def _linear_design(Z: np.ndarray, add_one: bool) -> np.ndarray:
+    """``[1, Z]``, or ``Z`` when it already has a column of ones (``add_one=False``)."""
+    return np.column_stack([np.ones(len(Z)), Z]) if add_one else Z
+
+
+def _wls(D: np.ndarray, r: np.ndarray, w: np.ndarray) -> np.ndarray:
+    sw = np.sqrt(w)
+    return np.linalg.lstsq(D * sw[:, None], r * sw, rcond=None)[0]
 
 
 def _link(mu: float, family: str) -> float:

@@ -149,14 +149,13 @@ def _best_split(
     state,
     fsel,
     boff,
-    hc,
+    hcs,
     hw,
-    hs,
 ):
     """Best (feature, threshold, gain, left sums) over ``mtry`` random features.
 
     Rows are the outer loop: each row's codes (one cache line run of ``Xr``) feed the
-    histograms of all chosen features, packed back to back in ``hc``/``hw``/``hs``.
+    histograms of all chosen features, packed back to back in ``hcs`` (count, sum pairs) and ``hw``.
     """
     p = Xr.shape[1]
     m = 0
@@ -175,8 +174,7 @@ def _best_split(
     bl_c, bl_w, bl_s = 0, 0.0, 0.0
     if m == 0:
         return best_f, best_t, best_gain, bl_c, bl_w, bl_s
-    hc[:tot] = 0
-    hs[:tot] = 0.0
+    hcs[: 2 * tot] = 0.0
     if weighted:
         hw[:tot] = 0.0
     for i in range(start, end):
@@ -188,23 +186,24 @@ def _best_split(
             sw_ = wc[r]
             for k in range(m):
                 b = boff[k] + row[fsel[k]]
-                hc[b] += c
+                hcs[2 * b] += c
+                hcs[2 * b + 1] += sy
                 hw[b] += sw_
-                hs[b] += sy
         else:
             for k in range(m):
-                b = boff[k] + row[fsel[k]]
-                hc[b] += c
-                hs[b] += sy
+                b = 2 * (boff[k] + row[fsel[k]])
+                hcs[b] += c
+                hcs[b + 1] += sy
     parent = S * S / W
     for k in range(m):
         o = boff[k]
         nb = nbins[fsel[k]]
         lc, lw, ls = 0, 0.0, 0.0
         for t in range(nb - 1):
-            lc += hc[o + t]
-            lw += hw[o + t] if weighted else hc[o + t]
-            ls += hs[o + t]
+            cb = hcs[2 * (o + t)]
+            lc += np.int64(cb)
+            lw += hw[o + t] if weighted else cb
+            ls += hcs[2 * (o + t) + 1]
             if lc < min_leaf:
                 continue
             if C - lc < min_leaf:
@@ -254,9 +253,8 @@ def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr,
     tot = 0
     for j in range(p):
         tot += nbins[j]
-    hc = np.empty(tot, np.int64)
+    hcs = np.empty(2 * tot)
     hw = np.empty(tot)
-    hs = np.empty(tot)
     buf = np.empty(max(idx.shape[0], oob.shape[0]), np.int64)
     # stack rows: node, start, end, ostart, oend, count; sums kept in a float stack
     st_i = np.empty((max_nodes, 6), np.int64)
@@ -300,9 +298,8 @@ def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr,
                 state,
                 fsel,
                 boff,
-                hc,
+                hcs,
                 hw,
-                hs,
             )
         if f < 0:
             feat[node] = -1
@@ -333,7 +330,7 @@ def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr,
 
 @njit(cache=True)
 def _perm_importance(
-    Xb, y, sw, feat, thr, left, value, n_nodes, oob, base, parent, olo, ohi, state, out
+    Xb, Xr, y, sw, feat, thr, left, value, n_nodes, oob, base, parent, olo, ohi, state, out
 ):
     """Per-feature increase of this tree's OOB (weighted) MSE under permutation."""
     n_oob = oob.shape[0]
@@ -381,7 +378,7 @@ def _perm_importance(
                 node = k0
                 while feat[node] >= 0:
                     ff = feat[node]
-                    v = xs if ff == f else Xb[ff, r]
+                    v = xs if ff == f else Xr[r, ff]
                     node = left[node] + (1 if v > thr[node] else 0)
                 d_new = value[node] - y[r]
                 d_old = base[pos] - y[r]
@@ -437,6 +434,7 @@ def _grow_batch(
         if importance:
             _perm_importance(
                 Xb,
+                Xr,
                 y,
                 sw,
                 feat[t],
@@ -455,9 +453,9 @@ def _grow_batch(
 
 
 @njit(parallel=True, cache=True)
-def _predict(Xb, feat, thr, left, value, offsets):
+def _predict(Xr, feat, thr, left, value, offsets):
     """Mean over trees of the leaf values, for every row (trees summed in order)."""
-    n = Xb.shape[1]
+    n = Xr.shape[0]
     n_trees = offsets.shape[0] - 1
     out = np.zeros(n)
     for i in prange(n):
@@ -466,7 +464,7 @@ def _predict(Xb, feat, thr, left, value, offsets):
             o = offsets[t]
             node = 0
             while feat[o + node] >= 0:
-                node = left[o + node] + (1 if Xb[feat[o + node], i] > thr[o + node] else 0)
+                node = left[o + node] + (1 if Xr[i, feat[o + node]] > thr[o + node] else 0)
             acc += value[o + node]
         out[i] = acc / n_trees
     return out
@@ -508,9 +506,13 @@ class Forest:
 
     def predict(self, X: np.ndarray, n_jobs: int | None = None) -> np.ndarray:
         """Mean prediction of all trees for the rows of ``X`` (n, p)."""
-        Xb = self.binner.transform(X)
+        return self.predict_binned(self.binner.transform(X), n_jobs)
+
+    def predict_binned(self, Xb: np.ndarray, n_jobs: int | None = None) -> np.ndarray:
+        """Mean prediction of all trees for already binned (feature-major) rows."""
+        Xr = np.ascontiguousarray(Xb.T)
         with _threads(n_jobs):
-            return _predict(Xb, self.feat, self.thr, self.left, self.value, self.offsets)
+            return _predict(Xr, self.feat, self.thr, self.left, self.value, self.offsets)
 
 
 class _threads:

@@ -1,0 +1,189 @@
+"""Benchmark: MERF ranking at paper settings vs ranger (R) and scikit-learn.
+
+Data: ``autoglmm.datasets.simulate_lsa`` (TIMSS-like, ~8,700 students, 270 schools, 242
+candidate predictors with a known truth), reduced to the analysis sample by
+``build_sample``. Settings: ntree 2,000, mtry 77 (the paper's), min_samples_leaf 5.
+
+Measured:
+- ``autoglmm``: :func:`autoglmm.rank_predictors` end to end (EM to convergence with the small
+  EM forests, then the full forest with OOB permutation importance), with the split of the
+  time between the EM and the final forest;
+- ``plain``: our forest without random effects (groups=None), same settings;
+- ``ranger``: one ranger forest with permutation importance (``Rscript``, 2 threads), no
+  random effects, timed inside R;
+- ``sklearn``: ``RandomForestRegressor`` + ``sklearn.inspection.permutation_importance`` on a
+  fraction of the trees, extrapolated linearly to 2,000 trees (a full run takes too long).
+
+For each ranking: how many of the true predictors are in its top k (k = number of true
+predictors) and how many school-level decoys/noise items are.
+
+Run: ``.venv/bin/python benchmarks/ranking.py [--ntree 2000] [--skip-sklearn]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autoglmm.datasets import simulate_lsa
+from autoglmm.forest.merf import MixedEffectsRandomForest
+from autoglmm.ranking import encode_predictors, rank_predictors
+from autoglmm.sample import build_sample
+
+R_SCRIPT = r"""
+suppressMessages(library(ranger))
+args <- commandArgs(trailingOnly = TRUE)
+d <- read.csv(args[1])
+t <- system.time(rf <- ranger(y ~ ., data = d, num.trees = as.integer(args[2]),
+                              mtry = as.integer(args[3]), min.node.size = 5,
+                              importance = "permutation", scale.permutation.importance = FALSE,
+                              num.threads = 2, seed = 1))
+imp <- sort(importance(rf), decreasing = TRUE)
+cat(sprintf("%.3f\n", t[["elapsed"]]))
+cat(names(imp), sep = "\n")
+"""
+
+
+def score(names: list[str], truth: set[str], level2_noise: set[str], k: int) -> dict:
+    top = names[:k]
+    return {
+        "true_in_top_k": sum(n in truth for n in top),
+        "level2_noise_in_top_k": sum(n in level2_noise for n in top),
+    }
+
+
+def run_ranger(X: np.ndarray, y: np.ndarray, names: list[str], ntree: int, mtry: int):
+    if shutil.which("Rscript") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.csv"
+        frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+        frame.insert(0, "y", y)
+        frame.to_csv(path, index=False)
+        script = Path(tmp) / "r.R"
+        script.write_text(R_SCRIPT)
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            ["Rscript", str(script), str(path), str(ntree), str(mtry)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+    lines = out.stdout.split()
+    order = [names[int(v[1:])] for v in lines[1:]]
+    return {"seconds_in_R": float(lines[0]), "seconds_wall": wall, "names": order}
+
+
+def run_sklearn(X, y, names, ntree, mtry, n_trees_measured=50):
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.inspection import permutation_importance
+
+    rf = RandomForestRegressor(
+        n_estimators=n_trees_measured, max_features=mtry, min_samples_leaf=5, n_jobs=2,
+        random_state=1,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    rf.fit(X, y)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pi = permutation_importance(rf, X, y, n_repeats=1, random_state=1, n_jobs=1)
+    t_perm = time.perf_counter() - t0
+    scale = ntree / n_trees_measured
+    order = [names[j] for j in np.argsort(-pi.importances_mean, kind="stable")]
+    return {
+        "trees_measured": n_trees_measured,
+        "seconds_measured": t_fit + t_perm,
+        "seconds_extrapolated": (t_fit + t_perm) * scale,
+        "names": order,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ntree", type=int, default=2000)
+    ap.add_argument("--mtry", type=int, default=77)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-sklearn", action="store_true")
+    ap.add_argument("--skip-ranger", action="store_true")
+    ap.add_argument("--n-jobs", type=int, default=2)
+    args = ap.parse_args()
+
+    sim = simulate_lsa(seed=args.seed)
+    truth = sim.truth
+    sample = build_sample(sim.data, truth.outcome, truth.group)
+    names = list(sample.predictors)
+    X = encode_predictors(sample.data, names, sample.categorical)
+    y = sample.data[truth.outcome].to_numpy(float)
+    true_set = set(truth.fixed)
+    noise2 = set(sample.level2) - true_set
+    k = len(true_set)
+    print(f"data: {X.shape[0]} rows, {sample.n_groups} groups, {X.shape[1]} predictors, "
+          f"{k} true, {len(noise2)} school-level noise/decoys")  # fmt: skip
+    results: dict = {"n": X.shape[0], "p": X.shape[1], "k": k, "ntree": args.ntree}
+
+    # warm the numba cache so compilation is not timed
+    rank_predictors(sample.data, truth.outcome, truth.group, ntree=10, seed=0)
+
+    stamps: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        stamps.setdefault(f"{stage}_start", time.perf_counter())
+        stamps[f"{stage}_end"] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    ranking = rank_predictors(
+        sample.data, truth.outcome, truth.group, ntree=args.ntree, mtry=args.mtry,
+        seed=args.seed, n_jobs=args.n_jobs, progress=progress,
+    )  # fmt: skip
+    t_merf = time.perf_counter() - t0
+    results["autoglmm"] = {
+        "seconds": t_merf,
+        "em_iterations": ranking.n_iter,
+        "seconds_em": stamps.get("em_end", t0) - t0,
+        "seconds_final_forest": t0 + t_merf - stamps.get("em_end", t0),
+        "sigma2": ranking.sigma2,
+        "tau2": float(ranking.G[0, 0]),
+        **score(ranking.names, true_set, noise2, k),
+    }
+    print("autoglmm MERF:", json.dumps(results["autoglmm"]))
+
+    t0 = time.perf_counter()
+    plain = MixedEffectsRandomForest(
+        n_estimators=args.ntree, max_features=args.mtry, random_state=args.seed, n_jobs=args.n_jobs
+    ).fit(X, y)
+    t_plain = time.perf_counter() - t0
+    order = [names[j] for j in np.argsort(-plain.feature_importances_, kind="stable")]
+    results["plain"] = {"seconds": t_plain, **score(order, true_set, noise2, k)}
+    print("autoglmm plain forest:", json.dumps(results["plain"]))
+
+    if not args.skip_ranger:
+        rr = run_ranger(X, y, names, args.ntree, args.mtry)
+        if rr is not None:
+            results["ranger"] = {
+                "seconds": rr["seconds_in_R"], "seconds_wall": rr["seconds_wall"],
+                "ratio_vs_autoglmm": rr["seconds_in_R"] / t_merf,
+                **score(rr["names"], true_set, noise2, k),
+            }  # fmt: skip
+            print("ranger:", json.dumps(results["ranger"]))
+    if not args.skip_sklearn:
+        sk = run_sklearn(X, y, names, args.ntree, args.mtry)
+        results["sklearn"] = {
+            "trees_measured": sk["trees_measured"],
+            "seconds_measured": sk["seconds_measured"],
+            "seconds_extrapolated": sk["seconds_extrapolated"],
+            "ratio_vs_autoglmm": sk["seconds_extrapolated"] / t_merf,
+            **score(sk["names"], true_set, noise2, k),
+        }
+        print("sklearn (extrapolated):", json.dumps(results["sklearn"]))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
