@@ -125,3 +125,40 @@ def test_single_group_and_infinite_values_are_data_errors(df):
         _frame("y ~ x1 + (1 | g)", df)
     with pytest.raises(DataError, match="weights"):
         _frame("y ~ x2 + (1 | g)", df, weights=np.full(60, -1.0))
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "1 + x1 + x2",
+        "0 + x1",
+        "1 + x2 + x1:x2 + x1",  # interactions after main effects, as formulaic orders them
+        "x2:x1 + x1",
+        "1 + x1 + C(cat) + x2",
+        "cat + x1",
+        "C(num_code) + C(float_code)",
+        "1 + `x y` + x1:`x y`",
+    ],
+)
+def test_numpy_fast_path_equals_formulaic(df, expr):
+    from autoglmm.model_frame import _Columns, _formulaic_matrix, _numpy_matrix
+
+    df["num_code"] = np.tile([3, 1, 2, 10], 15)
+    df["float_code"] = np.tile([1.5, 2.0, 0.5], 20)
+    df["x y"] = df["x1"] * 2 + 1
+    df.loc[5, "x1"] = np.nan
+    cols = _Columns(df)
+    cols.mask = df.notna().all(axis=1).to_numpy()
+    cols.used = list(df.columns)
+    fast = _numpy_matrix(expr, cols)
+    assert fast is not None
+    slow = _formulaic_matrix(expr, cols)
+    assert fast[1] == slow[1]
+    np.testing.assert_array_equal(fast[0], slow[0])
+
+
+@pytest.mark.parametrize("expr", ["I(x1**2)", "C(cat):x1", "x1*x2", "np.log(x2 + 5)"])
+def test_other_terms_go_to_formulaic(df, expr):
+    from autoglmm.model_frame import _Columns, _numpy_matrix
+
+    assert _numpy_matrix(expr, _Columns(df)) is None
