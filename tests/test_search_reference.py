@@ -10,6 +10,7 @@ models (and exercise those settings).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from autoglmm.fitting import fit
@@ -85,3 +86,39 @@ def test_every_trace_model_equals_a_direct_fit(which, request):
             direct = fit(step.formula, data, reml=False)
             assert step.loglik == pytest.approx(direct.loglik, abs=1e-6), step.formula
             assert (step.df, step.aic) == (direct.df, pytest.approx(direct.aic, abs=1e-5))
+
+
+def test_binomial_search_passes_through_lme4_models(reference_data, lme4_reference):
+    """contraception: ICC 0.07 stops the search unless forced; forced, it reaches lme4's
+    models. lme4 stopped short there (max|grad| messages), so ours must be at least as good."""
+    data = reference_data("contraception.csv")
+    data["use"] = (data["use"] == "Y").astype(int)
+    data["age2"] = data["age"] ** 2
+    ranking = ["urban", "livch", "age2", "age"]
+    kwargs = dict(family="binomial", predictors=ranking, ranking=ranking, n_essential=0,
+                  min_group_size=1, progress=False)  # fmt: skip
+    stopped = search(data, "use", "district", **kwargs)
+    assert stopped.stop_reason is not None and stopped.icc < 0.1 and stopped.steps == ()
+    res = search(data, "use", "district", force=True, alpha_fixed=0.8, **kwargs)
+    assert [s.status for s in res.steps if s.stage == "fixed"] == ["accepted"] * 4
+    for step, case in ((res.steps[3], "contraception_int_laplace"),
+                       (_step(res, "slope", "urban"), "contraception_slope_laplace")):  # fmt: skip
+        ref = lme4_reference[case]["logLik"]
+        assert ref - 1e-6 <= step.loglik < ref + 1e-3, (case, step.loglik, ref)
+    assert "4 levels" in _step(res, "slope", "livch").reason
+
+
+def test_poisson_search_matches_lme4(reference_data, lme4_reference):
+    data = reference_data("grouseticks.csv")
+    data["YEAR"] = data["YEAR"].astype(str)
+    res = search(data, "TICKS", "BROOD", family="poisson", predictors=["YEAR", "HEIGHT"],
+                 ranking=["YEAR", "HEIGHT"], n_essential=0, min_group_size=1,
+                 progress=False)  # fmt: skip
+    ref = lme4_reference["grouseticks_poisson"]["logLik"]
+    assert ref - 1e-6 <= res.base.loglik < ref + 1e-3
+    # ICC with the lognormal level-1 variance ln(1 + 1/lambda), lambda = exp(b0 + tau2/2)
+    tau2 = res.null.cov_re["BROOD"].iloc[0, 0]
+    lam = np.exp(res.null.fixef.iloc[0] + tau2 / 2)
+    assert res.icc == pytest.approx(tau2 / (tau2 + np.log1p(1 / lam)))
+    # HEIGHT and YEAR are brood-level: no slopes
+    assert {s.status for s in res.steps if s.stage == "slope"} == {"skipped"}
