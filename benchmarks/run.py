@@ -559,7 +559,8 @@ def section_table(part: list[dict]) -> list[list[str]]:
     extras = [k for k in dict.fromkeys(k for r in part for k in r) if k not in _KNOWN
               and any(r.get(k) is not None for r in part)]  # fmt: skip
     has_ll = any(r.get("loglik") is not None for r in part)
-    head = ["case", "tool", "status", "time", "runs", "x autoglmm"]
+    peers = any(r["tool"] != REFERENCE for r in part)  # else ratios say nothing
+    head = ["case", "tool", "status", "time", "runs"] + (["x autoglmm"] if peers else [])
     head += ["logLik", "Δ logLik"] if has_ll else []
     table = [head + extras]
     for r in part:
@@ -571,7 +572,8 @@ def section_table(part: list[dict]) -> list[list[str]]:
         if ok and base is not None and base.get("seconds"):
             ratio = f"{prefix}{r['seconds'] / base['seconds']:.2f}"
         when = f"{prefix}{_time(r['seconds'])}" if ok else ""
-        cells = [r["case"], r["tool"], r["status"], when, str(r.get("runs") or ""), ratio]
+        cells = [r["case"], r["tool"], r["status"], when, str(r.get("runs") or "")]
+        cells += [ratio] if peers else []
         if has_ll:
             ll, bll = r.get("loglik"), (base or {}).get("loglik")
             cells.append("" if ll is None else f"{ll:.6f}")

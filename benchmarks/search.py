@@ -90,6 +90,7 @@ def cli_rows(family: str, quick: bool) -> list[dict]:
             SECTION, case, "autoglmm", seconds=seconds, runs=1, peak_rss_mb=peak,
             loglik=_model_loglik(result, "optimal"), n_fits=len(result.get("steps", [])) + 1,
             **_recovery(data, result.get("optimal_terms")),
+            optimal=_terms_text(result.get("optimal_terms") or {}),
             stage_seconds=_stage_seconds(result),
         )
     ]  # fmt: skip
