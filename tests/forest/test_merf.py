@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import simulate
+from merf_sim import simulate
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from autoglmm.forest.merf import MixedEffectsRandomForest
