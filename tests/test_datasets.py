@@ -105,3 +105,27 @@ def test_bad_arguments():
         simulate_lsa(family="poisson")
     with pytest.raises(UsageError, match="n_true_items"):
         simulate_lsa(n_items=40, n_true_items=10)
+
+
+def test_truth_table_lists_found_missed_and_false_terms():
+    from types import SimpleNamespace
+
+    from autoglmm.datasets import truth_table
+
+    truth = simulate_lsa(seed=1, n_schools=20, n_items=40, n_true_items=2).truth
+    a, b = truth.interaction
+    terms = {"fixed": ["ses", "like_01"], "interactions": [f"{b}:{a}"], "random_slopes": ["ses"]}
+    names = ["(Intercept)", "ses", "like_01", f"{b}:{a}"]
+    fit = SimpleNamespace(
+        fixef=pd.Series([500.0, 7.5, 0.3, 4.9], index=names),
+        cov_re={"school": pd.DataFrame(np.diag([900.0, 99.0]), index=["(Intercept)", "ses"],
+                                       columns=["(Intercept)", "ses"])},
+    )  # fmt: skip
+    table = truth_table(truth, terms, fit).set_index(["term", "kind"])
+    assert table.loc[("ses", "fixed"), "status"] == "found"
+    assert table.loc[("ses", "fixed"), "estimate"] == 7.5
+    assert table.loc[(f"{a}:{b}", "interaction"), "estimate"] == 4.9
+    assert table.loc[("like_01", "fixed"), "status"] == "false addition"
+    assert table.loc[(truth.slopes[1], "fixed"), "status"] == "missed"
+    assert table.loc[("ses", "slope"), ["true", "estimate"]].tolist() == [100.0, 99.0]
+    assert table.loc[(truth.slopes[1], "slope"), "status"] == "missed"
