@@ -177,23 +177,20 @@ def _best_split(
     hcs[: 2 * tot] = 0.0
     if weighted:
         hw[:tot] = 0.0
-    for i in range(start, end):
-        r = idx[i]
-        row = Xr[r]
-        c = cnt[r]
-        sy = wy[r]
-        if weighted:
+    if weighted:
+        for i in range(start, end):
+            r = idx[i]
+            row = Xr[r]
+            c = cnt[r]
+            sy = wy[r]
             sw_ = wc[r]
             for k in range(m):
                 b = boff[k] + row[fsel[k]]
                 hcs[2 * b] += c
                 hcs[2 * b + 1] += sy
                 hw[b] += sw_
-        else:
-            for k in range(m):
-                b = 2 * (boff[k] + row[fsel[k]])
-                hcs[b] += c
-                hcs[b + 1] += sy
+    else:
+        _accumulate_pairs(Xr, cnt, wy, idx, start, end, fsel, boff, m, hcs)
     parent = S * S / W
     for k in range(m):
         o = boff[k]
@@ -216,6 +213,40 @@ def _best_split(
                 best_f, best_t, best_gain = fsel[k], t, gain
                 bl_c, bl_w, bl_s = lc, lw, ls
     return best_f, best_t, best_gain, bl_c, bl_w, bl_s
+
+
+@njit(cache=True)
+def _accumulate_pairs(Xr, cnt, wy, idx, start, end, fsel, boff, m, hcs):
+    """Unweighted histograms, two rows at a time (halves the loads of fsel/boff)."""
+    i = start
+    while i + 1 < end:
+        r1 = idx[i]
+        r2 = idx[i + 1]
+        row1 = Xr[r1]
+        row2 = Xr[r2]
+        c1 = np.float64(cnt[r1])
+        c2 = np.float64(cnt[r2])
+        s1 = wy[r1]
+        s2 = wy[r2]
+        for k in range(m):
+            f = fsel[k]
+            o = boff[k]
+            b1 = 2 * (o + row1[f])
+            b2 = 2 * (o + row2[f])
+            hcs[b1] += c1
+            hcs[b1 + 1] += s1
+            hcs[b2] += c2
+            hcs[b2 + 1] += s2
+        i += 2
+    if i < end:
+        r = idx[i]
+        row = Xr[r]
+        c = np.float64(cnt[r])
+        sy = wy[r]
+        for k in range(m):
+            b = 2 * (boff[k] + row[fsel[k]])
+            hcs[b] += c
+            hcs[b + 1] += sy
 
 
 @njit(cache=True)
