@@ -8,6 +8,11 @@
    same steps scripted with lme4 (``search_lme4.R``). lme4's time is R's own clock around
    the steps (no R start-up, no CSV read), so the ratio compares the model fitting work.
 
+3. **The fits it makes** (:func:`fit_rows`, section "fits"): the null model, the random
+   intercept with the 18 true predictors (``ri18``) and the true model with three
+   correlated random effects (``rs3``) on the search's own data, gaussian and binary,
+   against lme4 and ``mixedlm``: same rows, log-likelihoods side by side.
+
 Run alone: ``python benchmarks/search.py [--quick]``.
 """
 
@@ -222,6 +227,108 @@ def _as_list(value) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value]
+
+
+# --- the fits of the search, on its own data -------------------------------------------
+
+_FITS_R = """
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+a <- commandArgs(TRUE); d <- read.csv(a[1]); d[[a[2]]] <- factor(d[[a[2]]])
+family <- a[3]; reps <- as.integer(a[4]); out <- list()
+one <- function(f) if (family == "gaussian") lmer(f, d, REML = FALSE) else
+  glmer(f, d, family = binomial)
+for (f in a[-(1:4)]) {
+  msgs <- character(0)
+  fit <- function() withCallingHandlers(one(as.formula(f)), warning = function(w) {
+    msgs <<- c(msgs, conditionMessage(w)); invokeRestart("muffleWarning")})
+  if (reps > 1) m <- fit()  # warm-up
+  t <- sapply(seq_len(reps), function(i) system.time(m <- fit())[["elapsed"]])
+  out[[f]] <- list(seconds = median(t), runs = reps, loglik = as.numeric(logLik(m)),
+                   messages = I(unique(msgs)))
+}
+cat(toJSON(out, auto_unbox = TRUE, digits = NA), "\n")
+"""
+
+
+def fit_rows(quick: bool = False) -> list[dict]:
+    """Null, ri18 and rs3 on the search's data: autoglmm vs mixedlm vs lme4, same rows."""
+    rows: list[dict] = []
+    for family in ("gaussian", "binomial"):
+        data = common.paper_data(family)
+        formulas = data.formulas()
+        reps = (2 if quick else 5) if family == "gaussian" else 1
+        for shape, formula in formulas.items():
+            rows.append(_fit_autoglmm(data, shape, formula, reps))
+            rows.append(_fit_mixedlm(data, shape, formula, quick))
+        rows += _fit_lme4(data, formulas, reps, quick)
+    return rows
+
+
+def _fit_autoglmm(data: BenchData, shape: str, formula: str, reps: int) -> dict:
+    import autoglmm
+
+    case = f"{data.family} {shape}"
+    try:
+        t = common.time_median(lambda: autoglmm.fit(formula, data.frame, family=data.family),
+                               repeats=max(reps, 2), warmup=1)  # fmt: skip
+    except Exception as err:
+        return failed("fits", case, "autoglmm", err)
+    fit = t.value
+    note = "" if fit.converged else "not converged"
+    note += "; singular" if fit.singular else ""
+    return row("fits", case, "autoglmm", seconds=t.seconds, runs=t.runs, loglik=fit.loglik,
+               note=note.strip("; ") or None)  # fmt: skip
+
+
+def _fit_mixedlm(data: BenchData, shape: str, formula: str, quick: bool) -> dict:
+    case = f"{data.family} {shape}"
+    if not common.has_peer("mixedlm"):
+        return not_installed("fits", case, "mixedlm")
+    if quick and data.family == "binomial" and shape == "rs3":
+        return row("fits", case, "mixedlm", status="not run in --quick")
+    import mixedlm
+
+    def once():
+        if data.family == "gaussian":
+            return mixedlm.lmer(formula, data.frame, REML=False)
+        from mixedlm.families import Binomial
+
+        return mixedlm.glmer(formula, data.frame, family=Binomial())
+
+    try:
+        reps = 1 if quick or data.family == "binomial" else 3
+        t = common.time_median(once, repeats=reps, warmup=0)
+    except Exception as err:
+        return failed("fits", case, "mixedlm", err)
+    note = None if getattr(t.value, "converged", True) else "not converged"
+    return row("fits", case, "mixedlm", seconds=t.seconds, runs=t.runs,
+               loglik=float(t.value.logLik().value), note=note)  # fmt: skip
+
+
+def _fit_lme4(data: BenchData, formulas: dict, reps: int, quick: bool) -> list[dict]:
+    cases = [f"{data.family} {shape}" for shape in formulas]
+    if not common.has_peer("lme4"):
+        return [not_installed("fits", c, "lme4") for c in cases]
+    if quick and data.family == "binomial":
+        return [row("fits", c, "lme4", status="not run in --quick (glmer is slow)") for c in cases]
+    timeout = 900.0
+    with tempfile.TemporaryDirectory(prefix="autoglmm-fits-") as tmp:
+        script = Path(tmp) / "fits.R"
+        script.write_text(_FITS_R)
+        args = [data.to_csv(tmp), data.group, data.family, reps, *formulas.values()]
+        try:
+            out = common.rscript_json(script, args, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return [failed("fits", c, "lme4", f"timeout after {timeout:.0f} s") for c in cases]
+        except RuntimeError as err:
+            return [failed("fits", c, "lme4", err) for c in cases]
+    rows = []
+    for case, formula in zip(cases, formulas.values(), strict=True):
+        r = out[formula]
+        msgs = "; ".join(_as_list(r.get("messages")))[:120] or None
+        rows.append(row("fits", case, "lme4", seconds=r["seconds"], runs=r["runs"],
+                        loglik=r["loglik"], note=msgs))  # fmt: skip
+    return rows
 
 
 def main() -> None:
