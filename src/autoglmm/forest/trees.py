@@ -34,48 +34,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from autoglmm.forest.binning import Binner
+
 __all__ = ["Binner", "Forest", "grow_forest", "tree_seeds"]
 
 _BATCH = 64  # trees per parallel batch: fixed, so reductions never depend on n_jobs
-
-
-@dataclass(frozen=True, eq=False)
-class Binner:
-    """Per-feature bin edges: exact for few-valued features, quantiles otherwise.
-
-    A value ``x`` of feature ``j`` gets the code ``searchsorted(edges[j], x, "right")``, so
-    codes run ``0 .. len(edges[j])`` and a split ``code <= t`` means ``x < edges[j][t]``.
-    """
-
-    edges: tuple[np.ndarray, ...]
-
-    @classmethod
-    def fit(cls, X: np.ndarray, max_bins: int = 64) -> Binner:
-        """Find the edges of each column of ``X`` (finite values, shape (n, p))."""
-        if not 2 <= max_bins <= 255:
-            raise ValueError("max_bins must be between 2 and 255")
-        probs = np.linspace(0.0, 1.0, max_bins + 1)[1:-1]
-        edges = []
-        for col in np.asarray(X, dtype=np.float64).T:  # one call per feature, not per row
-            values = np.unique(col)
-            if len(values) <= max_bins:
-                cut = (values[:-1] + values[1:]) / 2.0
-            else:
-                cut = np.unique(np.quantile(col, probs))
-            edges.append(cut)
-        return cls(tuple(edges))
-
-    @property
-    def n_bins(self) -> np.ndarray:
-        return np.array([len(e) + 1 for e in self.edges], dtype=np.int32)
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Codes of ``X`` as a feature-major ``(p, n)`` uint8 array."""
-        X = np.asarray(X, dtype=np.float64)
-        out = np.empty((X.shape[1], X.shape[0]), dtype=np.uint8)
-        for j, cut in enumerate(self.edges):
-            out[j] = np.searchsorted(cut, X[:, j], side="right")
-        return out
 
 
 def tree_seeds(seed: int, stream: int, n_trees: int) -> np.ndarray:
@@ -131,27 +94,9 @@ def _bootstrap(n, sw, y, state):
 
 @njit(cache=True)
 def _best_split(
-    Xr,
-    nbins,
-    cnt,
-    wc,
-    wy,
-    weighted,
-    idx,
-    start,
-    end,
-    feats,
-    mtry,
-    min_leaf,
-    C,
-    W,
-    S,
-    state,
-    fsel,
-    boff,
-    hcs,
-    hw,
-):
+    Xr, nbins, cnt, wc, wy, weighted, idx, start, end, feats, mtry, min_leaf, C, W, S, state,
+    fsel, boff, hcs, hw
+):  # fmt: skip
     """Best (feature, threshold, gain, left sums) over ``mtry`` random features.
 
     Rows are the outer loop: each row's codes (one cache line run of ``Xr``) feed the
@@ -311,27 +256,9 @@ def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr,
         f, t, gain, lc, lw, ls = -1, 0, 0.0, 0, 0.0, 0.0
         if C >= 2 * min_leaf:
             f, t, gain, lc, lw, ls = _best_split(
-                Xr,
-                nbins,
-                cnt,
-                wc,
-                wy,
-                weighted,
-                idx,
-                s,
-                e,
-                feats,
-                mtry,
-                min_leaf,
-                C,
-                W,
-                S,
-                state,
-                fsel,
-                boff,
-                hcs,
-                hw,
-            )
+                Xr, nbins, cnt, wc, wy, weighted, idx, s, e, feats, mtry, min_leaf, C, W, S,
+                state, fsel, boff, hcs, hw
+            )  # fmt: skip
         if f < 0:
             feat[node] = -1
             value[node] = S / W
@@ -420,67 +347,25 @@ def _perm_importance(
 
 @njit(parallel=True, cache=True)
 def _grow_batch(
-    Xb,
-    Xr,
-    nbins,
-    y,
-    sw,
-    weighted,
-    seeds,
-    mtry,
-    min_leaf,
-    importance,
-    feat,
-    thr,
-    left,
-    value,
-    n_nodes,
-    imp_perm,
-    imp_node,
-    oob_pred,
-):
+    Xb, Xr, nbins, y, sw, weighted, seeds, mtry, min_leaf, importance, feat, thr, left, value,
+    n_nodes, imp_perm, imp_node, oob_pred
+):  # fmt: skip
     """Grow ``len(seeds)`` trees in parallel; ``oob_pred[t, i]`` is NaN unless row i is OOB."""
     for t in prange(seeds.shape[0]):
         state = np.empty(1, np.uint64)
         state[0] = seeds[t]
         nn, oob, base, parent, olo, ohi = _grow_tree(
-            Xb,
-            Xr,
-            nbins,
-            y,
-            sw,
-            weighted,
-            mtry,
-            min_leaf,
-            state,
-            feat[t],
-            thr[t],
-            left[t],
-            value[t],
-            imp_node[t],
-        )
+            Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat[t], thr[t], left[t],
+            value[t], imp_node[t]
+        )  # fmt: skip
         n_nodes[t] = nn
         for i in range(oob.shape[0]):
             oob_pred[t, oob[i]] = base[i]
         if importance:
             _perm_importance(
-                Xb,
-                Xr,
-                y,
-                sw,
-                feat[t],
-                thr[t],
-                left[t],
-                value[t],
-                nn,
-                oob,
-                base,
-                parent,
-                olo,
-                ohi,
-                state,
-                imp_perm[t],
-            )
+                Xb, Xr, y, sw, feat[t], thr[t], left[t], value[t], nn, oob, base, parent, olo,
+                ohi, state, imp_perm[t]
+            )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -610,25 +495,10 @@ def grow_forest(
             n_nodes = np.zeros(nb, np.int64)
             oob_pred = np.full((nb, n), np.nan)
             _grow_batch(
-                Xb,
-                Xr,
-                nbins,
-                y,
-                sw,
-                weighted,
-                seeds[b0 : b0 + nb],
-                mtry,
-                min_leaf,
-                importance,
-                feat,
-                thr,
-                left,
-                value,
-                n_nodes,
-                imp_perm[b0 : b0 + nb],
-                imp_node[b0 : b0 + nb],
-                oob_pred,
-            )
+                Xb, Xr, nbins, y, sw, weighted, seeds[b0 : b0 + nb], mtry, min_leaf,
+                importance, feat, thr, left, value, n_nodes, imp_perm[b0 : b0 + nb],
+                imp_node[b0 : b0 + nb], oob_pred
+            )  # fmt: skip
             is_oob = ~np.isnan(oob_pred)
             oob_sum += np.where(is_oob, oob_pred, 0.0).sum(axis=0)
             oob_cnt += is_oob.sum(axis=0)
