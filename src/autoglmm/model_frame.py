@@ -68,12 +68,16 @@ class _Columns:
         self.data = data
         self.dtypes = dict(zip(data.columns, data.dtypes, strict=True))
         self._float: dict[str, np.ndarray] = {}
+        self._numeric: dict[str, bool] = {}
+        self.terms: dict[str, tuple[bool, list[_Term]] | None] = {}
         self.mask: np.ndarray | None = None
         self._sub: pd.DataFrame | None = None
         self.used: list[str] = []
 
     def numeric(self, name: str) -> bool:
-        return name in self.dtypes and _is_number(self.dtypes[name])
+        if name not in self._numeric:
+            self._numeric[name] = name in self.dtypes and _is_number(self.dtypes[name])
+        return self._numeric[name]
 
     def floats(self, name: str) -> np.ndarray:
         if name not in self._float:
@@ -120,6 +124,13 @@ def _factor(token: str, cols: _Columns) -> _Term | None:
 
 
 def _simple_terms(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
+    """:func:`_parse_simple`, once per expression and frame."""
+    if expr not in cols.terms:
+        cols.terms[expr] = _parse_simple(expr, cols)
+    return cols.terms[expr]
+
+
+def _parse_simple(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
     """``(intercept, terms)`` when numpy can build ``expr`` exactly as formulaic would.
 
     Accepted: '1', '0', '-1', numeric columns (backticks allowed), ``C(col)`` and string
@@ -147,7 +158,7 @@ def _simple_terms(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
                 "num", tuple(c for p in parts for c in p.columns), ":".join(p.label for p in parts)
             )
         )
-        if term in terms:
+        if any(t.label == term.label for t in terms):
             return None
         terms.append(term)
     return intercept, sorted(terms, key=lambda t: len(t.columns))
