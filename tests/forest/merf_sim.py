@@ -39,7 +39,8 @@ def simulate(
     """Draw the data; the true fixed part is additive in 4 predictors.
 
     ``slope_var`` adds a random slope of ``t_cont``; ``family="binomial"`` draws a 0/1
-    outcome from the logit of the (centred) linear predictor, ignoring ``sigma2``.
+    outcome from the logit of the (centred) linear predictor, ``"poisson"`` counts with log
+    mean ``1 + eta / 2``; both ignore ``sigma2``.
     """
     rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(n_groups), group_size)
@@ -61,6 +62,8 @@ def simulate(
     if family == "binomial":
         eta = eta - np.mean(fixed)
         y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(0.5 * (eta - np.mean(fixed)) + 1.0)).astype(float)
     else:
         y = 2.0 + eta + rng.normal(0.0, np.sqrt(sigma2), n)
     data = pd.DataFrame({"y": y, "school": g + 100, **cols})

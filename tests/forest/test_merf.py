@@ -114,6 +114,17 @@ def test_binomial_pql_ranks_true_predictors():
     assert merf.sigma2_ == 1.0  # PQL: the working residual variance is fixed
 
 
+def test_poisson_pql_ranks_true_predictors():
+    sim = simulate(seed=8, level2_corr=1.0, family="poisson")
+    X, y, g = _xy(sim)
+    merf = MixedEffectsRandomForest(NTREE, family="poisson", random_state=0, n_jobs=2)
+    merf.fit(X, y, g)
+    assert set(_top(merf, list(X.columns), 4)) == set(sim.true)
+    mu = merf.predict(X, groups=g)
+    assert np.all(mu > 0)
+    assert np.mean(mu) == pytest.approx(np.mean(y), rel=0.1)
+
+
 def test_bad_input():
     sim = simulate(seed=1, n_groups=10, group_size=5, n_noise=2, n_level2=1)
     X, y, g = _xy(sim)
