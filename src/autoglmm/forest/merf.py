@@ -7,12 +7,17 @@ generalised log-likelihood changes by less than ``tol`` (relative). Two choices 
 - The fixed part ``f(X)`` used in the updates is the forest's **out-of-bag** prediction.
   In-sample predictions of deep trees nearly reproduce ``y``, which drives ``sigma2``
   toward 0 and lets ``b`` absorb nothing (``fixed_part="inbag"`` exists only to show it).
-- The EM starts from the null mixed model's random effects (a constant fixed part), not
-  from ``b = 0``: otherwise the first forests learn the group effects through school-level
-  items that identify the groups, and EM moves them back into ``b`` only over dozens of
-  iterations. It stops when the generalised log-likelihood changes by less than ``tol``
-  (relative) in an iteration, or when its change reverses direction (EM increases it; a
-  fall means the forests' sampling noise has overtaken the progress).
+- The EM starts from the random effects of the linear mixed model ``y ~ Z + (Z | g)``,
+  not from ``b = 0``: otherwise the first forests learn the group effects through
+  school-level items that identify the groups, and EM moves them back into ``b`` only over
+  dozens of iterations.
+- The fixed part is the OOB forest plus a least-squares linear term in ``[1, Z]``
+  (``beta_``): forests flatten a linear trend at the ends of its range, and with random
+  slopes the leftover mean slope would otherwise be counted as slope variance. With a
+  random intercept only, the term is a constant.
+- EM stops when the generalised log-likelihood changes by less than ``tol`` (relative) in
+  an iteration, or when its change reverses direction (EM increases it; a fall means the
+  forests' sampling noise has overtaken the progress).
 - The EM iterations use a smaller forest (``em_estimators`` trees, default 100, enough for
   every row to be out of bag in about 37 trees); the full ``n_estimators`` forest is grown
   once, on the converged ``y - Z b``, and gives the predictions, the final variance update
@@ -58,14 +63,27 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     max_features : features tried per split: None = floor(p/3) as randomForest's
         regression default, an int, a float fraction of p, or "sqrt".
     min_samples_leaf : least in-bag rows (bootstrap duplicates count) in each child.
-    max_iter, tol : EM stops after ``max_iter`` iterations or when the generalised
-        log-likelihood changes by less than ``tol`` times its size.
+    max_iter, tol : EM stops after ``max_iter`` iterations, when the generalised
+        log-likelihood changes by less than ``tol`` times its size, or when its change
+        reverses direction (forest noise has overtaken the EM's progress).
     em_estimators : trees of the forests inside the EM iterations.
     max_bins : bins per feature (features with fewer distinct values keep them all).
     family : "gaussian", "binomial" (logit) or "poisson" (log).
     fixed_part : "oob" (default) or "inbag"; "inbag" is a diagnostic that collapses sigma2.
     random_state, n_jobs : seed and threads; results do not depend on ``n_jobs``.
     progress : optional callable ``progress(stage, done, total)``, stage "em" or "trees".
+
+    Attributes
+    ----------
+    b_ : (m, q) random effects of ``groups_``; ``sigma2_``, ``G_``: variance components.
+    beta_ : coefficients of the linear term in ``[1, Z]`` of the fixed part.
+    n_iter_, converged_ : EM iterations (small forests) and whether the rule stopped them.
+    loglik_, sigma2_history_, G_history_ : per EM iteration, plus the final full-forest
+        update as the last entry. ``loglik_`` is ``-GLL / 2`` of Hajjem et al.
+    feature_importances_, feature_importances_se_ : OOB permutation importance (%IncMSE)
+        and its standard error over trees; ``impurity_importances_``; ``tree_importances_``.
+    oob_prediction_ : the fixed part of each training row, out of bag.
+    forest_ : the final :class:`~autoglmm.forest.trees.Forest`.
 
     Examples
     --------
