@@ -2,7 +2,7 @@
 
 The EM loop is Hajjem, Bellavance & Larocque (2014): fit the forest to ``y - Z b``, update
 ``b``, ``sigma2`` and ``G`` in closed form (:mod:`autoglmm.forest.em`), and stop when the
-generalised log-likelihood changes by less than ``tol`` (relative). Two choices matter:
+generalised log-likelihood changes by less than ``tol`` (relative). The choices:
 
 - The fixed part ``f(X)`` used in the updates is the forest's **out-of-bag** prediction.
   In-sample predictions of deep trees nearly reproduce ``y``, which drives ``sigma2``
