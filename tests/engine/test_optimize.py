@@ -118,3 +118,43 @@ def test_same_seed_same_result():
     runs = [optimize(fun, np.array([0.2, 0.4]), np.full(2, -np.inf), rng_seed=3) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][2].evaluation_log == runs[1][2].evaluation_log
+
+
+def _slope_only_design(seed=0):
+    """Random slopes, no random intercept: the random-intercept model is singular."""
+    from autoglmm.engine.design import make_design
+
+    rng = np.random.default_rng(seed)
+    m, k = 60, 20
+    g = np.repeat(np.arange(m), k)
+    x = rng.normal(size=m * k)
+    y = 1 + 0.5 * x + rng.normal(size=m)[g] * 0.6 * x + rng.normal(size=m * k)
+    X = np.column_stack([np.ones(m * k), x])
+    return make_design(X, y, X, g, re_blocks=(2,))[0]
+
+
+def test_zero_diagonal_saddle_is_not_reported_converged_and_restart_escapes():
+    """From theta = (0, 0, 1) the deviance is even in theta_1, so a gradient method stays on
+    theta_1 = 0 and stops at a point that looks singular but is a saddle. Leaving the
+    boundary parameter out of the Hessian (as for a true bound) would call it converged."""
+    from autoglmm.engine import lmm
+
+    design = _slope_only_design()
+    ws = lmm.make_workspace(design)
+
+    def objective(t):
+        return lmm.deviance_and_gradient(t, ws)
+
+    lower = np.array([0.0, -np.inf, 0.0])
+    canon = lambda t: theta_canonical(t, (2,))  # noqa: E731
+    start = np.array([0.0, 0.0, 1.0])
+    x1, f1, rep1 = optimize(objective, start, lower, jac=True, canonical=canon, restart=False)
+    assert x1[0] == 0.0 and x1[1] == 0.0  # stuck on the symmetric saddle
+    assert not rep1.converged and rep1.hessian_min_eigenvalue < 0
+    x2, f2, rep2 = optimize(objective, start, lower, jac=True, canonical=canon)
+    assert rep2.restarted and rep2.converged
+    assert f2 < f1 - 1.0  # lme4-level optimum: 0.72 log-likelihood units better
+    cold, f_cold, _ = optimize(
+        objective, np.array([1.0, 0.0, 1.0]), lower, jac=True, canonical=canon
+    )
+    assert f2 == pytest.approx(f_cold, abs=1e-8)

@@ -500,6 +500,10 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
     x0 = theta_start(design.re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
         x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
+        # a zero diagonal (a singular smaller model) is a stationary point of the deviance
+        # in that coordinate by symmetry: start just inside instead
+        diag = np.isfinite(lower)
+        x0[diag] = np.maximum(x0[diag], 0.1)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         return deviance_and_gradient(theta, ws, reml)

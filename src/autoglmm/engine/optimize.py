@@ -206,11 +206,20 @@ class _Check:
     grad_ok: bool
     hess_ok: bool
     messages: tuple[str, ...]
+    descent: np.ndarray | None = None  # direction of negative curvature, if any
 
 
-def _check(obj, x, f, lower, upper, cov_mask, grad_tol) -> _Check:
+def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric=False) -> _Check:
+    """lme4's derivative checks at ``x``.
+
+    Parameters on a bound are left out (their one-sided derivatives are not zero at a
+    boundary optimum), unless ``symmetric``: with a ``canonical`` map the bound is only a
+    choice among equivalent points, the deviance is smooth across it, and a point with a
+    zero diagonal must have a positive semi-definite Hessian in every direction, or it is
+    a saddle that merely looks singular.
+    """
     on_bound = (np.isfinite(lower) & (x <= lower)) | (np.isfinite(upper) & (x >= upper))
-    free = ~on_bound
+    free = np.ones(len(x), bool) if symmetric else ~on_bound
     if not free.any():
         return _Check(0.0, np.nan, True, True, ())
     g, H = _derivatives(obj, x, f, lower, upper, free)
@@ -224,11 +233,14 @@ def _check(obj, x, f, lower, upper, cov_mask, grad_tol) -> _Check:
     cov_free = cov_mask[free]
     min_eig = np.nan
     hess_ok = True
+    descent = None
     if cov_free.any():
-        eig = np.linalg.eigvalsh(H[np.ix_(cov_free, cov_free)])
+        eig, vecs = np.linalg.eigh(H[np.ix_(cov_free, cov_free)])
         min_eig = float(eig[0])
         hess_ok = bool(min_eig >= -1e-6 * max(1.0, float(np.max(np.abs(eig)))))
         if not hess_ok:
+            descent = np.zeros(len(x))
+            descent[np.flatnonzero(free)[cov_free]] = vecs[:, 0]
             msgs.append(
                 f"Hessian over the covariance parameters is not positive semi-definite "
                 f"(min eigenvalue {min_eig:.3g})"
@@ -236,7 +248,19 @@ def _check(obj, x, f, lower, upper, cov_mask, grad_tol) -> _Check:
     grad_ok = bool(np.isfinite(scaled) and scaled < grad_tol)
     if not grad_ok:
         msgs.append(f"scaled gradient {scaled:.3g} above tolerance {grad_tol:g}")
-    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs))
+    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs), descent)
+
+
+def _restart_point(obj, x, chk: _Check, lower, upper, rng):
+    """Where to restart: along the direction of negative curvature when the Hessian has
+    one (the best of a few steps either way), otherwise a random perturbation."""
+    if chk.descent is None:
+        return _perturb(x, lower, upper, rng)
+    step = np.max(np.maximum(np.abs(x), 1.0))
+    trials = [np.clip(x + t * step * chk.descent, lower, upper) for t in (0.05, 0.2, 0.5)]
+    trials += [np.clip(x - t * step * chk.descent, lower, upper) for t in (0.05, 0.2, 0.5)]
+    values = [obj.value(t) for t in trials]
+    return trials[int(np.argmin(values))]
 
 
 def _perturb(x, lower, upper, rng):
@@ -325,18 +349,21 @@ def _optimize(
     method = method or ("L-BFGS-B" if jac else "Nelder-Mead")
     obj = _Counter(fun, jac)
     x, f, ok, status = _run(obj, x0, lower, upper, method, max_iter, boundary_tol, canonical)
-    chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol)
+    symmetric = canonical is not None
+    chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric)
     restarted = False
     if restart and not (ok and chk.grad_ok and chk.hess_ok):
         restarted = True
         rng = np.random.default_rng(rng_seed)
+        run_lower = np.full(len(x), -np.inf) if symmetric else lower
+        run_upper = np.full(len(x), np.inf) if symmetric else upper
+        x_restart = _restart_point(obj, x, chk, run_lower, run_upper, rng)
         x2, f2, ok2, status2 = _run(
-            obj, _perturb(x, lower, upper, rng), lower, upper, method, max_iter, boundary_tol,
-            canonical,
-        )  # fmt: skip
+            obj, x_restart, lower, upper, method, max_iter, boundary_tol, canonical
+        )
         if f2 < f or not ok:
             x, f, ok, status = x2, f2, ok2, status2
-            chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol)
+            chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric)
     bounded_cov = cov_mask & np.isfinite(lower)
     singular = bool(np.any(x[bounded_cov] - lower[bounded_cov] < singular_tol))
     messages = list(chk.messages)
