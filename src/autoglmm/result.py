@@ -157,6 +157,7 @@ class Fit:
         tab = self.fixef_table()
         stat_name = "t value" if self.family == "gaussian" else "z value"
         tab.columns = ["Estimate", "Std. Error", stat_name, "Pr(>|z|)"]
+        tab["Pr(>|z|)"] = tab["Pr(>|z|)"].map(_fmt_p)
         lines.append(tab.to_string(float_format=lambda v: f"{v:.4g}"))
         if self.dropped_columns:
             lines.append("dropped (rank deficient): " + ", ".join(self.dropped_columns))
@@ -230,6 +231,11 @@ class Fit:
             "ngroups": int(self.ngroups),
             "dropped_columns": list(self.dropped_columns),
         }
+
+
+def _fmt_p(p: float) -> str:
+    """p-values as R prints them: tiny ones as '< 2e-16' (below double precision's reach)."""
+    return "< 2e-16" if p < 2e-16 else f"{p:.3g}"
 
 
 def _num(v) -> float | None:
