@@ -157,7 +157,9 @@ def test_numpy_fast_path_equals_formulaic(df, expr):
     np.testing.assert_array_equal(fast[0], slow[0])
 
 
-@pytest.mark.parametrize("expr", ["I(x1**2)", "C(cat):x1", "x1*x2", "np.log(x2 + 5)"])
+@pytest.mark.parametrize(
+    "expr", ["I(x1**2)", "C(cat):x1", "x1*x2", "np.log(x2 + 5)", "0 + C(cat)", "0 + x1 + cat"]
+)
 def test_other_terms_go_to_formulaic(df, expr):
     from autoglmm.model_frame import _Columns, _numpy_matrix
 

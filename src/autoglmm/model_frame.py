@@ -161,6 +161,8 @@ def _parse_simple(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
         if any(t.label == term.label for t in terms):
             return None
         terms.append(term)
+    if not intercept and any(t.kind == "cat" for t in terms):
+        return None  # without an intercept formulaic codes a factor in full: its business
     return intercept, sorted(terms, key=lambda t: len(t.columns))
 
 
