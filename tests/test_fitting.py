@@ -189,3 +189,11 @@ def test_prior_weights_match_lme4(reference_data, reml, lme4_loglik):
         assert m.se["Days"] == pytest.approx(1.57630106501184, rel=1e-3)
         assert m.sigma2 == pytest.approx(838.138333748581, rel=1e-3)
         assert m.cov_re["Subject"].iat[0, 0] == pytest.approx(606.8522454616995, rel=1e-3)
+
+
+def test_factor_random_effect_without_intercept_matches_lme4(reference_data):
+    """lme4 1.1-31 (exam.csv, school and sex as factors):
+    logLik(lmer(normexam ~ standLRT + (0 + sex | school), d, REML = FALSE))"""
+    m = autoglmm.fit("normexam ~ standLRT + (0 + sex | school)", reference_data("exam.csv"))
+    assert m.re_names["school"] == ["sex[F]", "sex[M]"]  # one random effect per level
+    assert m.loglik == pytest.approx(-4676.7363954679, abs=1e-5)
