@@ -191,7 +191,9 @@ def rank_predictors(
                 min_samples_leaf=min_samples_leaf, family=family, random_state=int(s),
                 n_jobs=n_jobs, progress=None if report is None else report.for_repeat(k),
             )  # fmt: skip
-            fits.append(merf.fit(X, y, groups))
+            merf.fit(X, y, groups)
+            del merf.forest_  # keep the importances, not ~100 MB of trees per repeat
+            fits.append(merf)
     table = _ranking_table(fits, names, sample)
     first = fits[0]
     settings = {
