@@ -181,7 +181,9 @@ def _markdown_rows(stdout: str) -> list[dict]:
     if not heads:
         return []
     i, head = heads[0]
-    t_col = next((c for c in head if c.startswith(("s/", "sec", "ms"))), None)
+    timed = [c for c in head if c.startswith(("s/", "sec", "ms", "wall")) or "s/fit" in c]
+    t_col = next((c for c in timed if "cpu" not in c), None)
+    cpu_col = next((c for c in head if "cpu" in c and ("s/" in c or "sec" in c)), None)
     out = []
     for line in lines[i + 2 :]:
         if not line.startswith("|"):
@@ -191,6 +193,8 @@ def _markdown_rows(stdout: str) -> list[dict]:
         value = _float(rec.get(t_col)) if t_col else None
         scale = 1e-3 if t_col and t_col.startswith("ms") else 1.0
         item["seconds"] = None if value is None else value * scale
+        if cpu_col:
+            item["cpu_seconds"] = _float(rec.get(cpu_col))
         out.append(item)
     return out
 
@@ -238,6 +242,7 @@ def ranking_rows(res: dict, ntree: int) -> list[dict]:
             note = f"extrapolated from {r.get('trees_measured')} trees, 2 jobs"
         out.append(row(
             "ranking", case, tool, seconds=seconds, runs=1, note=note,
+            cpu_seconds=r.get("cpu_seconds"),
             true_in_top_k=f"{r.get('true_in_top_k')}/{k}",
             level2_noise_in_top_k=r.get("level2_noise_in_top_k"),
         ))  # fmt: skip
@@ -333,7 +338,7 @@ def _normalise(raw, section: str) -> list[dict]:
         out.append(row(
             section, str(r.get("case", r.get("model", "?"))), _tool_name(str(r["tool"])),
             status=status, seconds=seconds, runs=r.get("runs"), loglik=loglik,
-            note=note or None,
+            cpu_seconds=r.get("cpu_seconds"), note=note or None,
         ))  # fmt: skip
     return out
 

@@ -195,3 +195,20 @@ def test_loglik_targets_on_the_search_data_per_family():
     assert targets["LMM logLik equal to lme4's (search's data)"]["met"] is True
     glmm = targets["GLMM logLik equal to or better than lme4's (search's data)"]
     assert glmm["met"] is False and glmm["measured"] == "min (ours - theirs) -1.0e-03"
+
+
+def test_markdown_table_of_a_script_is_parsed_wall_and_cpu():
+    out = (
+        "GLMM fits, 8600 rows, 229 groups\n\n"
+        "| model | tool | wall s/fit | CPU s/fit | loglik | loglik - autoglmm | CPU ratio |\n"
+        "|---|---|---:|---:|---:|---:|---:|\n"
+        "| random intercept | autoglmm.fit | 0.300 | 0.500 | -5000.1234 | +0.00e+00 | 1.0x |\n"
+        "| random intercept | mixedlm glmer | 3.000 | 3.100 | -5000.1300 | -6.6e-03 | 6.2x |\n"
+        "\nlme4 convergence messages: none\n"
+    )
+    rows = run._normalise(run._markdown_rows(out), "glmm")
+    assert [(r["tool"], r["seconds"], r["cpu_seconds"]) for r in rows] == [
+        ("autoglmm", 0.3, 0.5),
+        ("mixedlm", 3.0, 3.1),
+    ]
+    assert rows[1]["loglik"] == pytest.approx(-5000.13)
