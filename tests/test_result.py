@@ -48,6 +48,8 @@ def test_to_dict_is_json_with_the_contract_keys(sleep_fit):
     assert d["re_names"] == {"Subject": ["(Intercept)", "Days"]}
     assert d["fixef"]["Days"] == pytest.approx(10.4672859595958, rel=1e-6)
     assert d["nobs"] == 180 and d["ngroups"] == 18 and d["df"] == 6
+    conv = d["convergence"]
+    assert conv["scaled_gradient"] < conv["grad_tol"] and conv["hessian_min_eigenvalue"] > 0
 
 
 def test_summary_has_lme4_layout(sleep_fit):

@@ -230,6 +230,15 @@ class Fit:
             "nobs": int(self.nobs),
             "ngroups": int(self.ngroups),
             "dropped_columns": list(self.dropped_columns),
+            "convergence": {
+                "optimizer": self.convergence.optimizer,
+                "status": self.convergence.optimizer_status,
+                "n_evaluations": int(self.convergence.n_evaluations),
+                "restarted": bool(self.convergence.restarted),
+                "scaled_gradient": _num(self.convergence.scaled_gradient),
+                "hessian_min_eigenvalue": _num(self.convergence.hessian_min_eigenvalue),
+                "grad_tol": float(self.convergence.grad_tol),
+            },
         }
 
 
