@@ -197,3 +197,18 @@ def test_factor_random_effect_without_intercept_matches_lme4(reference_data):
     m = autoglmm.fit("normexam ~ standLRT + (0 + sex | school)", reference_data("exam.csv"))
     assert m.re_names["school"] == ["sex[F]", "sex[M]"]  # one random effect per level
     assert m.loglik == pytest.approx(-4676.7363954679, abs=1e-5)
+
+
+def test_large_response_mean_does_not_cost_precision(reference_data):
+    """Adding 1e8 to y only moves the intercept. The statistics are built from residuals of
+    a least-squares fit; from raw y the penalised RSS loses 1e-16 * 1e16 / 25**2 of its
+    precision to cancellation (measured: loglik off by 1.5 and not converged)."""
+    d = reference_data("sleepstudy.csv")
+    base = autoglmm.fit("Reaction ~ Days + (Days | Subject)", d)
+    shifted = autoglmm.fit(
+        "Reaction ~ Days + (Days | Subject)", d.assign(Reaction=d.Reaction + 1e8)
+    )
+    assert shifted.converged
+    assert shifted.loglik == pytest.approx(base.loglik, abs=1e-7)
+    assert shifted.fixef["(Intercept)"] - 1e8 == pytest.approx(base.fixef["(Intercept)"], abs=1e-6)
+    assert shifted.fixef["Days"] == pytest.approx(base.fixef["Days"], rel=1e-9)
