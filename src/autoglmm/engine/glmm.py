@@ -267,6 +267,51 @@ def _hessian(fun_grad, x: np.ndarray, lower: np.ndarray, h: float = 1e-4) -> np.
     return 0.5 * (H + H.T)
 
 
+def _quasi_newton(fun, x: np.ndarray, lower: np.ndarray, H: np.ndarray, iters: int = 5):
+    """Newton steps with a fixed Hessian and central-difference gradients of ``fun``."""
+    free = ~(np.isfinite(lower) & (x <= lower))
+    Hf = H[np.ix_(free, free)]
+    for _ in range(iters):
+        f0, g = _fd_gradient(fun, x, lower)
+        try:
+            step = np.linalg.solve(Hf, g[free])
+        except np.linalg.LinAlgError:
+            break
+        trial = x.copy()
+        trial[free] -= step
+        if np.any(trial < lower) or not fun(trial) < f0:
+            break
+        x = trial
+        if g[free] @ step < 1e-8:
+            break
+    return x
+
+
+def _hessian_values(fun, x: np.ndarray, lower: np.ndarray, delta: float = 1e-4) -> np.ndarray:
+    """Hessian from deviance values: central second differences on the diagonal, forward
+    mixed differences off it (the points ``optimize``'s own check evaluates, so memoised
+    values are reused); one-sided in a parameter that sits on its bound."""
+    k = len(x)
+    h = delta * np.maximum(np.abs(x), 1.0)
+    f0 = fun(x)
+    fp = np.empty(k)
+    H = np.empty((k, k))
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        fp[i] = fun(x + e)
+        if x[i] - h[i] >= lower[i]:
+            H[i, i] = (fp[i] - 2 * f0 + fun(x - e)) / h[i] ** 2
+        else:
+            H[i, i] = (fun(x + 2 * e) - 2 * fp[i] + f0) / h[i] ** 2
+    for i in range(k):
+        for j in range(i):
+            e = np.zeros(k)
+            e[i], e[j] = h[i], h[j]
+            H[i, j] = H[j, i] = (fun(x + e) - fp[i] - fp[j] + f0) / (h[i] * h[j])
+    return H
+
+
 def _fd_gradient(fun, x: np.ndarray, lower: np.ndarray, h: float = 1e-5):
     """Value and central-difference gradient of a value-only objective (for AGQ)."""
     f0 = fun(x)
@@ -338,18 +383,29 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     if nagq > 1:
         work = GlmmWorkspace(design, code, nagq)
         work.u[:] = lap.u
+        values: dict[bytes, float] = {}
 
-        cache.clear()
-
-        def agq(x: np.ndarray):
+        def agq_value(x: np.ndarray) -> float:
+            # memoised: the Hessian below reuses the optimizer's finite-difference points
             key = x.tobytes()
-            if key not in cache:
-                cache[key] = _fd_gradient(lambda z: work.deviance(*wh.split(z)), x, lower)
-            return cache[key]
+            if key not in values:
+                values[key] = work.deviance(*wh.split(x))
+            return values[key]
 
-        x, f, report = optimize(agq, x, lower, jac=True, cov_mask=cov_mask)
-        fun = agq
-    H = _hessian(fun, x, lower)
+        # Newton steps with the Laplace Hessian (close to AGQ's) from the Laplace optimum;
+        # then the optimizer value-only: its Hessian check costs O(k^2) deviances, not
+        # O(k^2) central-difference gradients (each 2k + 1 deviances) as with jac=True
+        x = _quasi_newton(agq_value, x, lower, _hessian(fun, x, lower))
+        x, f, report = optimize(
+            agq_value, x, lower, jac=False, method="L-BFGS-B", cov_mask=cov_mask
+        )
+        H = _hessian_values(agq_value, x, lower)
+
+        def fun(z: np.ndarray):
+            return _fd_gradient(agq_value, z, lower)
+
+    else:
+        H = _hessian(fun, x, lower)
     x, report = _newton_polish(fun, x, lower, H, report)
     theta, beta = wh.split(x)
     f = work.deviance(theta, beta)  # also leaves the modes of the optimum in work.u
