@@ -6,8 +6,9 @@ profiled out, leaving a deviance in theta alone. Z is block diagonal over groups
 quantity the deviance needs is a sum over groups of small products of the per-group
 sufficient statistics ``Z_j'WZ_j, Z_j'WX_j, Z_j'Wy_j`` and the global ``X'WX, X'Wy, y'Wy``.
 They are computed once per model (:func:`make_workspace`); one deviance evaluation then
-costs O(m q^2 p + m q p^2 + p^3), independent of the number of rows, with the groups
-stacked into ``(m, q, ...)`` arrays and processed by batched LAPACK calls.
+costs O(m q^2 p + m q p^2 + p^3), independent of the number of rows, in one numba call
+that loops over the groups' stacked ``(m, q, ...)`` arrays (no n x n or n x mq matrix is
+ever formed; the workspace is O(m q^2 + m q p + p^2)).
 
 Per group ``M_j = Lambda' Z_j'WZ_j Lambda + I = L_j L_j'``; with
 ``RZX_j = L_j^-1 Lambda' Z_j'WX_j`` and ``cu_j = L_j^-1 Lambda' Z_j'Wy_j``:
@@ -30,7 +31,7 @@ from numba import njit
 from scipy import linalg
 
 from autoglmm.engine.design import GroupedDesign, theta_canonical, theta_lower, theta_start
-from autoglmm.engine.estimates import ConvergenceReport, EngineResult
+from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
 
 _LOG2PI = float(np.log(2.0 * np.pi))
@@ -551,7 +552,6 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
 
 
 __all__ = [
-    "ConvergenceReport",
     "LMMWorkspace",
     "deviance",
     "deviance_and_gradient",
