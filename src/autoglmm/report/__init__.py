@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import secrets
 import shutil
@@ -24,10 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from autoglmm.errors import UsageError
+from autoglmm.search_result import json_value
 
 __all__ = ["OUTPUT_FILES", "load_schema", "validate_result_dict", "write_report"]
 
@@ -118,7 +117,7 @@ def load_schema() -> dict:
 
 def result_dict(result: Any) -> dict:
     """``result.to_dict()`` made strictly JSON-safe (NaN -> null) and checked against the schema."""
-    data = _plain(result.to_dict())
+    data = json_value(result.to_dict())
     validate_result_dict(data)
     return data
 
@@ -145,20 +144,6 @@ def validate_result_dict(data: dict) -> None:
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "(top level)"
         raise ValueError(f"result.json does not match its schema at {where}: {error.message}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value
 
 
 # --- the small text outputs ----------------------------------------------------------------
