@@ -45,10 +45,10 @@ d <- read.csv(args[1])
 t <- system.time(rf <- ranger(y ~ ., data = d, num.trees = as.integer(args[2]),
                               mtry = as.integer(args[3]), min.node.size = 5,
                               importance = "permutation", scale.permutation.importance = FALSE,
-                              num.threads = 2, seed = 1))
+                              num.threads = 2, seed = 1, verbose = FALSE))
 imp <- sort(importance(rf), decreasing = TRUE)
-cat(sprintf("%.3f %.3f\n", t[["elapsed"]], t[["user.self"]] + t[["sys.self"]]))
-cat(names(imp), sep = "\n")
+cat(sprintf("TIME %.3f %.3f\n", t[["elapsed"]], t[["user.self"]] + t[["sys.self"]]))
+cat(paste("VAR", names(imp)), sep = "\n")
 """
 
 
@@ -76,10 +76,11 @@ def run_ranger(X: np.ndarray, y: np.ndarray, names: list[str], ntree: int, mtry:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         wall = time.perf_counter() - t0
-    lines = out.stdout.split()
-    order = [names[int(v[1:])] for v in lines[2:]]
+    lines = out.stdout.splitlines()
+    timing = next(ln.split() for ln in lines if ln.startswith("TIME "))
+    order = [names[int(ln.split()[1][1:])] for ln in lines if ln.startswith("VAR ")]
     return {
-        "seconds_in_R": float(lines[0]), "cpu_seconds": float(lines[1]), "seconds_wall": wall,
+        "seconds_in_R": float(timing[1]), "cpu_seconds": float(timing[2]), "seconds_wall": wall,
         "names": order,
     }  # fmt: skip
 
