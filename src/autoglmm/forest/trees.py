@@ -446,8 +446,12 @@ class _threads:
     def __enter__(self):
         self.old = numba.get_num_threads()
         numba.set_num_threads(self.n)
+        # hand out trees one at a time: a thread slowed by other work does not hold up
+        # the batch (results never depend on the schedule: each tree has its own slots)
+        self.old_chunk = numba.set_parallel_chunksize(1)
 
     def __exit__(self, *exc):
+        numba.set_parallel_chunksize(self.old_chunk)
         numba.set_num_threads(self.old)
 
 
