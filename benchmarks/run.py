@@ -550,6 +550,8 @@ def render(rows: list[dict], meta: dict) -> str:
               "run (above 1: autoglmm is faster). Δ logLik is the tool's minus autoglmm's. "
               "The machine is shared, so absolute times are noisy; ratios from one run "
               "are what to read.", ""]  # fmt: skip
+    for note in meta.get("notes", []):
+        lines += [f"Note: {note}", ""]
     lines += _machine_section(meta)
     lines += ["## Targets", "", _md_table(_target_table(evaluate_targets(rows, quick))), ""]
     for section in SECTIONS:

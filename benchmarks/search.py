@@ -240,7 +240,7 @@ for (f in a[-(1:4)]) {
   fit <- function() withCallingHandlers(one(as.formula(f)), warning = function(w) {
     msgs <<- c(msgs, conditionMessage(w)); invokeRestart("muffleWarning")})
   if (reps > 1) m <- fit()  # warm-up
-  t <- sapply(seq_len(reps), function(i) system.time(m <- fit())[["elapsed"]])
+  t <- sapply(seq_len(reps), function(i) system.time(m <<- fit())[["elapsed"]])
   out[[f]] <- list(seconds = median(t), runs = reps, loglik = as.numeric(logLik(m)),
                    messages = I(unique(msgs)))
 }
