@@ -588,7 +588,8 @@ def _target_table(targets: list[dict]) -> list[list[str]]:
     mark = {True: "met", False: "**missed**", None: "not measured"}
     table = [["target", "limit", "measured", "result", "gap"]]
     for t in targets:
-        table.append([t["target"], t["limit"], t["measured"], mark[t["met"]], t["gap"]])
+        cells = [t["target"], t["limit"], t["measured"], mark[t["met"]], t["gap"]]
+        table.append([_cell(c) for c in cells])  # escapes the "|" of "|diff|"
     return table
 
 

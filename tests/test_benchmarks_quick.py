@@ -141,6 +141,7 @@ def test_write_results_on_fake_rows(tmp_path):
     assert "## LMM fits (gaussian, ML)" in text and "**Quick run**" in text
     assert "| random intercept | statsmodels | not installed |" in text
     assert "**missed**" in text and "Wall time per section: lmm 3 s." in text
+    assert "| \\|diff\\| <= 1e-5 |" in text  # pipes inside cells are escaped
 
 
 def test_normalise_lmm_fits_json_and_complete_missing_peers():
