@@ -8,7 +8,7 @@ a shared machine): LMM fits (lmm_fits.py), GLMM fits (glmm_fits.py), ranking
 that is not installed is reported "not installed", never dropped. A section that breaks
 becomes a "failed" row, so one broken tool never hides the others.
 
-``--quick`` (about 2 minutes on an idle 2-core machine) uses few repeats, 100 trees and
+``--quick`` (about 3 minutes on an idle 2-core machine) uses few repeats, 100 trees and
 the two smallest growth sizes; the full run takes about 30 minutes.
 """
 
@@ -130,12 +130,16 @@ def run_lmm(quick: bool, rows: list, meta: dict, png) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lmm.json"
         args = ["--reps", "2" if quick else "10", "--sm-reps", "1" if quick else "2"]
+        skipped = {}
         if not common.has_peer("lme4"):
             args.append("--skip-r")
+        if quick:  # statsmodels' 3-RE fit alone takes ~30 s with its warm-up
+            args.append("--skip-statsmodels")
+            skipped["statsmodels"] = "not run in --quick (slow)"
         proc = _script("lmm_fits", [*args, "--json", str(out)], timeout=1500)
         raw = json.loads(out.read_text())
     meta["data"]["lmm"] = _data_line(proc.stdout)
-    return _complete(_normalise(raw, "lmm"), "lmm")
+    return _complete(_normalise(raw, "lmm"), "lmm", skipped)
 
 
 def run_glmm(quick: bool, rows: list, meta: dict, png) -> list[dict]:
@@ -217,11 +221,13 @@ def run_ranking(quick: bool, rows: list, meta: dict, png) -> list[dict]:
     args = ["--ntree", str(ntree)]
     if not common.has_peer("ranger"):
         args.append("--skip-ranger")
-    if not common.has_peer("scikit-learn"):
-        args.append("--skip-sklearn")
+    skipped = {}
+    if quick or not common.has_peer("scikit-learn"):
+        args.append("--skip-sklearn")  # its permutation importance dominates a quick run
+        skipped["sklearn"] = "not run in --quick (slow)" if quick else NOT_INSTALLED
     proc = _script("ranking", args, timeout=2400)
     meta["data"]["ranking"] = _data_line(proc.stdout)
-    return _complete(ranking_rows(_last_json(proc.stdout), ntree), "ranking")
+    return _complete(ranking_rows(_last_json(proc.stdout), ntree), "ranking", skipped)
 
 
 def ranking_rows(res: dict, ntree: int) -> list[dict]:
