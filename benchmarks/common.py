@@ -225,6 +225,19 @@ def failed(section: str, case: str, tool: str, err: BaseException | str, **field
     return row(section, case, tool, status=f"failed: {msg[:120]}", **fields)
 
 
+def timed_out(section: str, case: str, tool: str, timeout: float) -> dict:
+    """The row of a peer stopped at ``timeout``: its time and ratio are lower bounds."""
+    return row(
+        section,
+        case,
+        tool,
+        status=f"timeout after {timeout:.0f} s",
+        seconds=timeout,
+        runs=1,
+        note="time and ratio are lower bounds",
+    )
+
+
 # --- memory --------------------------------------------------------------------------------
 
 

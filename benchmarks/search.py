@@ -189,15 +189,7 @@ def lme4_steps(data: BenchData, ranking: list[str], case: str, timeout: float = 
         try:
             out = common.rscript_json(R_SCRIPT, args, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return row(
-                SECTION,
-                case,
-                "lme4",
-                status=f"timeout after {timeout:.0f} s",
-                seconds=timeout,
-                runs=1,
-                note="time and ratio are lower bounds",
-            )
+            return common.timed_out(SECTION, case, "lme4", timeout)
         except RuntimeError as err:
             return failed(SECTION, case, "lme4", err)
     return row(
@@ -326,15 +318,7 @@ def _fit_lme4_one(data: BenchData, case: str, formula: str, reps: int) -> dict:
         try:
             out = common.rscript_json(script, args, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return row(
-                "fits",
-                case,
-                "lme4",
-                status=f"timeout after {timeout:.0f} s",
-                seconds=timeout,
-                runs=1,
-                note="time and ratio are lower bounds",
-            )
+            return common.timed_out("fits", case, "lme4", timeout)
         except RuntimeError as err:
             return failed("fits", case, "lme4", err)
     r = out[formula]
