@@ -103,19 +103,31 @@ def _probit(eta: float) -> tuple[float, float, float, float]:
 
 
 @njit(cache=True)
+def _logit_dev(e: float, eta: float, y: float, wt: float) -> float:
+    """-2 log p(y | eta) of a logit row, stable for large |eta| (``e = exp(-|eta|)``)."""
+    return 2.0 * wt * (math.log1p(e) + (y * -eta if eta < 0.0 else (1.0 - y) * eta))
+
+
+@njit(cache=True)
+def _probit_dev(mu: float, cmu: float, y: float, wt: float) -> float:
+    """-2 log p(y | eta) of a probit row from mu = Phi(eta) and cmu = 1 - mu."""
+    dev = 0.0
+    if y > 0.0:
+        dev -= 2.0 * wt * y * math.log(mu)
+    if y < 1.0:
+        dev -= 2.0 * wt * (1.0 - y) * math.log(cmu)
+    return dev
+
+
+@njit(cache=True)
 def row_dev(code: int, eta: float, y: float, wt: float) -> float:
     """The eta-dependent part of ``-2 log p(y | eta)`` of one row."""
     if code == BINOMIAL_LOGIT:
         e = math.exp(-abs(eta))
-        return 2.0 * wt * (math.log1p(e) + (y * -eta if eta < 0.0 else (1.0 - y) * eta))
+        return _logit_dev(e, eta, y, wt)
     if code == BINOMIAL_PROBIT:
         _, mu, cmu, _ = _probit(eta)
-        dev = 0.0
-        if y > 0.0:
-            dev -= 2.0 * wt * y * math.log(mu)
-        if y < 1.0:
-            dev -= 2.0 * wt * (1.0 - y) * math.log(cmu)
-        return dev
+        return _probit_dev(mu, cmu, y, wt)
     return -2.0 * wt * (y * eta - math.exp(eta))
 
 
@@ -132,16 +144,12 @@ def row_all(code: int, eta: float, y: float, wt: float):
     if code == BINOMIAL_LOGIT:
         e = math.exp(-abs(eta))  # one exp and one log1p per row
         mu = 1.0 / (1.0 + e) if eta >= 0.0 else e / (1.0 + e)
-        dev = 2.0 * wt * (math.log1p(e) + (y * -eta if eta < 0.0 else (1.0 - y) * eta))
+        dev = _logit_dev(e, eta, y, wt)
         w = wt * mu * (1.0 - mu)
         return dev, -2.0 * wt * (y - mu), 2.0 * w, w, w * (1.0 - 2.0 * mu)
     if code == BINOMIAL_PROBIT:
         e, mu, cmu, phi = _probit(eta)
-        dev = 0.0
-        if y > 0.0:
-            dev -= 2.0 * wt * y * math.log(mu)
-        if y < 1.0:
-            dev -= 2.0 * wt * (1.0 - y) * math.log(cmu)
+        dev = _probit_dev(mu, cmu, y, wt)
         g = phi / (mu * cmu)
         dg = -e * g - g * g * (cmu - mu)
         s = -2.0 * wt * g * (y - mu)
