@@ -29,6 +29,7 @@ _LAZY = {
     "Ranking": "autoglmm.ranking",
     "search": "autoglmm.selection",
     "SearchResult": "autoglmm.selection",
+    "batch": "autoglmm.batching",
     "datasets": "autoglmm.datasets",
     "AutoGLMMError": "autoglmm.errors",
     "UsageError": "autoglmm.errors",

@@ -113,19 +113,83 @@ def search_command(
     from autoglmm.selection import search
 
     try:
-        result = search(
-            data, outcome, group, family=family, predictors=_names(predictors),
-            exclude=_names(exclude) or (), ranking=ranking, min_group_size=min_group_size,
-            icc_threshold=icc_threshold, force=force, alpha=alpha, alpha_fixed=alpha_fixed,
-            alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
-            n_essential=n_essential, patience=patience, max_slopes=max_slopes, ntree=ntree,
-            mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
-            progress=progress, n_jobs=n_jobs,
-        )  # fmt: skip
+        result = search(data, **_search_options(locals()))
         written = result.report(out) if out else None
     except AutoGLMMError as err:
         raise fail(err) from None
     _print_result(result, written)
+
+
+def _search_options(v: dict) -> dict:
+    """search() keyword arguments from the options of the search command (batch shares them)."""
+    return dict(
+        outcome=v["outcome"], group=v["group"], family=v["family"],
+        predictors=_names(v["predictors"]), exclude=_names(v["exclude"]) or (),
+        ranking=v["ranking"], min_group_size=v["min_group_size"],
+        icc_threshold=v["icc_threshold"], force=v["force"], alpha=v["alpha"],
+        alpha_fixed=v["alpha_fixed"], alpha_interaction=v["alpha_interaction"],
+        alpha_slope=v["alpha_slope"], n_essential=v["n_essential"], patience=v["patience"],
+        max_slopes=v["max_slopes"], ntree=v["ntree"], mtry=v["mtry"],
+        max_missing=v["max_missing"], standardize=v["standardize"], seed=v["seed"],
+        progress=v["progress"], n_jobs=v["n_jobs"],
+    )  # fmt: skip
+
+
+def _with_search_options(command):
+    """Give ``command`` every option of ``search`` (except DATA and --out) after its own.
+
+    typer reads a command's options from its signature, so ``batch`` takes exactly the
+    options ``search`` has, including ones added later, and passes them to ``**search``.
+    """
+    import inspect
+
+    own = inspect.signature(command)
+    kept = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = [
+        p for name, p in inspect.signature(search_command).parameters.items()
+        if name not in own.parameters and name not in ("data", "out")
+    ]  # fmt: skip
+    command.__signature__ = own.replace(parameters=kept + shared)
+    command.__annotations__ = {**{p.name: p.annotation for p in shared}, **command.__annotations__}
+    return command
+
+
+@app.command("batch")
+@_with_search_options
+def batch_command(
+    data: str = typer.Argument(..., help="Data file with every task's rows."),
+    by: str = typer.Option(..., "--by", help="Column to split by: one search per value."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder of the batch, one subfolder a task."),
+    workers: int = typer.Option(None, "--workers", help="Local worker processes (default: cores)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler, tcp://host:8786."),
+    **search_values: object,
+) -> None:
+    """Run the search once per value of --by (e.g. each country) on a Dask cluster."""
+    from autoglmm.batching import batch
+
+    options = _search_options(search_values)
+    try:
+        summary = batch(data, by=by, out=out, workers=workers, scheduler=scheduler, **options)
+    except AutoGLMMError as err:
+        raise fail(err) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; complete tasks are kept in {out}: rerun the same command "
+                   "to resume", err=True)  # fmt: skip
+        raise typer.Exit(code=130) from None
+    _print_batch(summary, out)
+    if (summary["status"] == "failed").any():
+        raise typer.Exit(code=1)
+
+
+def _print_batch(summary, out: str) -> None:
+    """The summary table, and where it was written."""
+    shown = summary[["value", "status", "n_obs", "n_groups", "icc", "formula", "seconds"]]
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    failed = summary[summary["status"] == "failed"]
+    for row in failed.itertuples(index=False):
+        typer.echo(f"failed: {row.folder}: {row.error}", err=True)
+    typer.echo(f"\n{len(summary) - len(failed)} of {len(summary)} tasks complete; wrote "
+               f"{out}/summary.csv and {out}/summary.html")  # fmt: skip
 
 
 @app.command("rank")
