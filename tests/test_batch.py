@@ -266,7 +266,7 @@ def test_plan_counts_rows_without_a_value():
     ]  # fmt: skip
     assert missing == 1
     part = task_frame(frame, "c", 2)
-    assert list(part.columns) == ["y"] and list(part["y"]) == [1, 4]
+    assert list(part.columns) == ["c", "y"] and list(part["y"]) == [1, 4]
     assert list(part.index) == [0, 1]
 
 

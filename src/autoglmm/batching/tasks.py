@@ -3,8 +3,9 @@
 A task is identified by the text of its value (its *key*). Everything about a task follows
 from the key and the batch settings alone, never from where or when it runs:
 
-- its rows: the rows whose ``by`` value has that key, without the ``by`` column, index reset
-  (:func:`task_frame`), so a country's task is the same data as that country's own file;
+- its rows: the rows whose ``by`` value has that key, index reset (:func:`task_frame`), so a
+  country's task is the same data as that country's own file (where ``by`` is a constant
+  column, which the search excludes as a candidate);
 - its seed: :func:`task_seed` hashes the batch seed and the key with SHA-256 (Python's
   ``hash()`` is salted per process, so it would differ between workers);
 - its folder: ``<by>=<key>`` (:func:`folder_name`), the Hive-style partition name, with
@@ -145,24 +146,24 @@ def plan_tasks(frame: pd.DataFrame, by: str, seed: int) -> tuple[list[Task], int
 
 
 def task_frame(frame: pd.DataFrame, by: str, key: Any) -> pd.DataFrame:
-    """The data of one task: rows with this ``by`` value, without ``by``, index reset.
+    """The data of one task: the rows with this ``by`` value, index reset.
 
     This is exactly the data a task searches, so a standalone ``search`` on it with
     ``seed=task_seed(seed, key)`` repeats the task.
     """
     keys = frame[by].map(key_text, na_action="ignore")
-    return _part(frame, keys == key_text(key), by)
+    return _part(frame, keys == key_text(key))
 
 
 def iter_task_frames(frame: pd.DataFrame, by: str):
     """``(key, task_frame)`` for every value of ``by``, splitting ``frame`` once."""
     for value, index in frame.groupby(by, sort=False, dropna=True).indices.items():
-        yield key_text(value), _part(frame, index, by)
+        yield key_text(value), _part(frame, index)
 
 
-def _part(frame: pd.DataFrame, rows: Any, by: str) -> pd.DataFrame:
+def _part(frame: pd.DataFrame, rows: Any) -> pd.DataFrame:
     part = frame.loc[rows] if isinstance(rows, pd.Series) else frame.iloc[rows]
-    part = part.drop(columns=[by]).reset_index(drop=True)
+    part = part.reset_index(drop=True)
     part.attrs = dict(frame.attrs)
     return part
 
