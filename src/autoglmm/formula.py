@@ -149,6 +149,11 @@ def parse_formula(formula: str) -> ParsedFormula:
     for piece in plus_terms(rhs):
         if _is_bar(piece):
             terms.extend(_random_terms(piece.inner))
+        elif _find_bar(piece) is not None:
+            raise UsageError(
+                f"random term ({deparse(_find_bar(piece))}) must be added to the model with "
+                "'+', e.g. y ~ x + (1 | g)"
+            )
         else:
             fixed.append(piece)
     if not terms:
@@ -162,6 +167,19 @@ def parse_formula(formula: str) -> ParsedFormula:
     return ParsedFormula(
         response=response, fixed=_join(fixed) if fixed else Num(1.0, "1"), random=tuple(terms)
     )
+
+
+def _find_bar(node):
+    """A ``|`` or ``||`` anywhere below ``node`` (None when there is none)."""
+    if isinstance(node, BinOp):
+        if node.op in ("|", "||"):
+            return node
+        return _find_bar(node.lhs) or _find_bar(node.rhs)
+    if isinstance(node, Unary):
+        return _find_bar(node.operand)
+    if isinstance(node, Paren):
+        return _find_bar(node.inner)
+    return None
 
 
 def _contains_tilde(node) -> bool:

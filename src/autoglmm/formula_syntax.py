@@ -110,6 +110,7 @@ _BINARY = {
     "||": (2, 3),
     "~": (1, 2),
 }
+_CONSTANT_WORDS = {"TRUE": 1.0, "FALSE": 0.0, "Inf": float("inf"), "NaN": float("nan")}
 _UNARY_POWER = {"-": 14, "+": 14, "!": 4, "~": 1}
 
 _TOKEN = re.compile(
@@ -207,6 +208,8 @@ class _Parser:
             return Num(float(tok.text.rstrip("L")), tok.text)
         if tok.kind == "str":
             return Str(tok.text)
+        if tok.kind == "name" and tok.text in _CONSTANT_WORDS and self.text[tok.pos] != "`":
+            return Num(_CONSTANT_WORDS[tok.text], tok.text)
         if tok.kind == "name":
             if self.peek().kind == "op" and self.peek().text == "(":
                 self.next()
@@ -267,7 +270,7 @@ def quote_name(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
-_TIGHT = {"^", ":"}  # R deparses these without spaces
+_TIGHT = {"^", ":", "/", "%%", "%/%"}  # R deparses these without spaces
 
 
 def deparse(node) -> str:

@@ -146,16 +146,13 @@ class _Builder:
         return block, [fmt.format(label, _level_text(v)) for v in levels[first:]]
 
     def matrix(self, terms: TermList) -> tuple[np.ndarray, list[str]]:
-        """R's model.matrix for ``terms``: contrasts where the margin is in the model."""
-        present = {frozenset(t) for t in terms.terms}
-        if terms.intercept:
-            present.add(frozenset())
+        """R's model.matrix for ``terms`` (coding decided by :func:`_codings`)."""
+        codings = _codings(terms, lambda v: isinstance(self.ev.variable(v), Factor))
         blocks = [np.ones((self.n, 1))] if terms.intercept else []
         names = ["(Intercept)"] if terms.intercept else []
-        for term in terms.terms:
+        for term, coding in zip(terms.terms, codings, strict=True):
             block, block_names = np.ones((self.n, 1)), [""]
-            for var in term:
-                contrast = frozenset(term) - {var} in present
+            for var, contrast in zip(term, coding, strict=True):
                 cols, col_names = self.variable_columns(var, contrast)
                 # the earlier variables vary fastest, as in R's model.matrix
                 block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
@@ -166,7 +163,31 @@ class _Builder:
         return X, names
 
 
+def _codings(terms: TermList, is_factor) -> list[list[bool]]:
+    """Per term and variable: True = contrasts, False = indicator columns (R's TermCode).
+
+    A variable is coded by contrasts when the term without it is empty or contained in an
+    earlier term; otherwise by indicators. Without an intercept, the first factor of the
+    first term that has one is coded by indicators (R's model.matrix).
+    """
+    codings = []
+    for j, term in enumerate(terms.terms):
+        earlier = [set(t) for t in terms.terms[:j]]
+        codings.append(
+            [not (margin := set(term) - {var}) or any(margin <= t for t in earlier) for var in term]
+        )
+    if not terms.intercept:
+        for term, coding in zip(terms.terms, codings, strict=True):
+            first = next((i for i, var in enumerate(term) if is_factor(var)), None)
+            if first is not None:
+                coding[first] = False
+                break
+    return codings
+
+
 def _level_text(value) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "TRUE" if value else "FALSE"  # R's names: flagTRUE
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     return str(value)

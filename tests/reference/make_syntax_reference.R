@@ -48,6 +48,25 @@ add("ome_cbind", "ome", "cbind(Correct, Trials - Correct) ~ Loud + Age + OME + (
 add("arabidopsis_backticks", "arabidopsis", "`total.fruits` ~ factor(nutrient) + amd + (1 | popu)", "poisson")
 add("odd_names", "odd_names", "`it's score` ~ école + 学校 + I(学校^2) + `1st` + factor(`x-y`) + (1 | `school id`)")
 add("function_names", "function_names", "Sum ~ log + scale + I(scale^2) + center + factor(C) + (1 | Q)")
+
+# R's model.matrix (contrasts vs indicator columns, column order, functions) on a small frame
+set.seed(12)
+small <- data.frame(x1 = round(rnorm(24), 3), x2 = round(runif(24, 0, 4), 3),
+                    cat = rep(c("b", "c", "a"), 8), f2 = rep(c("lo", "lo", "hi", "hi"), 6),
+                    k = rep(c(3L, 1L, 2L, 10L), 6), flag = rep(c(TRUE, FALSE, FALSE), 8))
+w(small, "small")
+matrices <- list()
+for (rhs in c("~ x1 + cat", "~ 0 + cat", "~ 0 + x1 + cat", "~ cat:x1", "~ cat*f2", "~ cat:f2",
+              "~ x1*x2 + I(x1^2) + log(x2 + 5)", "~ factor(k) + poly(x1, 2)",
+              "~ scale(x2) + relevel(cat, ref = \"b\")", "~ (x1 + x2 + cat)^2", "~ x1 %in% cat",
+              "~ flag + I(x1 > 0)", "~ poly(x1, 3, raw = TRUE) - 1",
+              "~ log(x2 + 5, base = 2) + exp(x1/3) + sqrt(abs(x1)) + I(k %% 3) + I(k %/% 3)",
+              "~ factor(k, levels = c(10, 1, 2, 3)) + scale(x1, scale = FALSE)",
+              "~ x2 + x2:x1 + f2/x1")) {
+  mm <- model.matrix(as.formula(rhs), r("small"))
+  matrices[[rhs]] <- list(names = colnames(mm), columns = unname(split(unname(mm), col(mm))))
+}
+cases[["model_matrix"]] <- list(data = "small.csv", matrices = matrices)
 writeLines(toJSON(cases, auto_unbox = TRUE, digits = NA, pretty = TRUE), file.path(out, "syntax_reference.json"),
            useBytes = TRUE)
 cat("wrote", length(cases), "cases to", out, "\n")
