@@ -292,3 +292,37 @@ def test_offset_is_the_same_as_lme4s_offset_argument(syntax_fits):
     mmmec = pd.read_csv(REFERENCE_DIR / "mmmec.csv")
     without = autoglmm.fit("deaths ~ uvb + (1 | region)", mmmec, family="poisson")
     assert without.loglik < m.loglik - 100  # the offset really reaches the engine
+
+
+def _odd_names_data(names):
+    rng = np.random.default_rng(1)
+    m, k = 30, 25
+    g = np.repeat(np.arange(m), k)
+    a, b = rng.normal(size=(2, m * k))
+    y = 0.5 * a + 0.4 * b + rng.normal(size=m)[g] + rng.normal(size=m * k)
+    return pd.DataFrame({"out come": y, names[0]: a, names[1]: b, names[2]: g})
+
+
+@pytest.mark.parametrize("names", [("x|y", "~", "school id"), ("a`b", "TRUE", "学校")])
+def test_search_quotes_any_predictor_and_group_name(names):
+    """Names with '|', '~', a backtick, or R's TRUE reach the search's formulas intact."""
+    df = _odd_names_data(names)
+    res = autoglmm.search(
+        df, "out come", names[2], ranking=list(names[:2]), progress=False, seed=1, patience=1
+    )
+    accepted = [s.term for s in res.steps if s.status == "accepted" and s.stage == "fixed"]
+    assert accepted == list(names[:2])
+    direct = autoglmm.fit(res.steps[1].formula, df)
+    assert list(direct.fixef.index) == ["(Intercept)", *names[:2]]
+
+
+def test_duplicate_column_names_in_a_file_are_renamed_and_said(tmp_path, reference_data):
+    from autoglmm.sample import build_sample
+
+    d = reference_data("sleepstudy.csv")[["Reaction", "Days", "Subject"]]
+    path = tmp_path / "dup.csv"
+    d.assign(Days2=d["Days"] * 2).rename(columns={"Days2": "Days"}).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match="'Days' -> 'Days.1'"):
+        data = autoglmm.read_data(path)
+    sample = build_sample(data, "Reaction", "Subject", min_group_size=5)
+    assert "repeated column 'Days' renamed 'Days.1'" in sample.report.to_text()
