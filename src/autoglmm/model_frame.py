@@ -40,7 +40,7 @@ from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary
 from autoglmm.formula_terms import TermList, expand_terms, variables_in_order
-from autoglmm.variables import _CONSTANTS, Evaluator, Factor, Numeric, variable_label
+from autoglmm.variables import CONSTANTS, Evaluator, Factor, Numeric, variable_label
 
 RANK_TOL = 1e-7
 
@@ -88,7 +88,7 @@ def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
     for node in [parsed.response, parsed.fixed, *(t.expr for t in parsed.random)]:
         _names(node, names)
     known = set(data.columns)
-    missing = [n for n in dict.fromkeys(names) if n not in known and n not in _CONSTANTS]
+    missing = [n for n in dict.fromkeys(names) if n not in known and n not in CONSTANTS]
     if parsed.group not in known:
         missing.append(parsed.group)
     if missing:
@@ -343,6 +343,16 @@ def _pieces(parsed: ParsedFormula, ev: Evaluator, fixed: TermList, response: lis
     return pieces
 
 
+def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
+    """Rows complete in every piece (R's na.omit); infinite numbers are an error."""
+    mask = np.ones(len(ev.data), bool)
+    for label, value in pieces:
+        mask &= _complete(ev, value, label)
+    if not mask.any():
+        raise DataError("no complete rows for the model's columns; check for missing values")
+    return mask
+
+
 def build_model_frame(
     parsed: ParsedFormula,
     data: pd.DataFrame,
@@ -361,15 +371,11 @@ def build_model_frame(
     w = _weights(weights, ev)
     if w is not None:
         pieces.append(("weights", w[:, None]))
-    mask = np.ones(len(data), bool)
-    for label, value in pieces:
-        mask &= _complete(ev, value, label)
+    mask = _complete_rows(ev, pieces)
     n_dropped = int(len(mask) - mask.sum())
     messages = list(fixed.notes) + [n for t in random for n in t.notes]
     if n_dropped:
         messages.append(f"{n_dropped} row(s) with missing values in model columns dropped")
-    if n_dropped == len(mask):
-        raise DataError("no complete rows for the model's columns; check for missing values")
     builder = _Builder(ev, mask)
     X, x_names = builder.matrix(fixed)
     if X.shape[1] == 0:

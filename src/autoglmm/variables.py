@@ -24,7 +24,7 @@ import pandas as pd
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula_syntax import BinOp, Call, Name, Num, Paren, Str, Unary, deparse
 
-__all__ = ["Evaluator", "Factor", "Numeric", "variable_label"]
+__all__ = ["CONSTANTS", "Evaluator", "Factor", "Numeric", "variable_label"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +39,7 @@ class Factor:
     levels: tuple  # level values, in coding order (the first is the reference)
 
 
-_CONSTANTS = {"TRUE": True, "T": True, "FALSE": False, "F": False, "pi": np.pi}
+CONSTANTS = {"TRUE": True, "T": True, "FALSE": False, "F": False, "pi": np.pi}
 
 _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1,
@@ -179,8 +179,8 @@ class Evaluator:
         if isinstance(node, Str):
             raise UsageError(f"a string ({deparse(node)}) cannot be a model value")
         if isinstance(node, Name):
-            if node.id not in self.columns and node.id in _CONSTANTS:
-                return _CONSTANTS[node.id]
+            if node.id not in self.columns and node.id in CONSTANTS:
+                return CONSTANTS[node.id]
             value = self.variable(node)
             return value if isinstance(value, Factor) else value.values[:, 0]
         if isinstance(node, Paren):
@@ -318,8 +318,8 @@ def _literal(node, call):
         return int(node.value) if node.value.is_integer() else node.value
     if isinstance(node, Str):
         return node.value
-    if isinstance(node, Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
+    if isinstance(node, Name) and node.id in CONSTANTS:
+        return CONSTANTS[node.id]
     if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Num):
         return -_literal(node.operand, call)
     raise UsageError(f"{deparse(call)}: {deparse(node)} must be a number or a quoted string")
