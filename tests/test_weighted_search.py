@@ -80,3 +80,21 @@ def test_cli_search_with_weights(weighted_lsa, tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads((out / "result.json").read_text())
     assert result["models"]["null"]["weighted"]["sampling_weights"]["level1_weights"] == "TOTWGT"
+    page = (out / "report.html").read_text()
+    assert "The reported models with sampling weights" in page and "Robust SE" in page
+    comparison = (out / "comparison.md").read_text()
+    assert "Robust SE" in comparison and "'SCHWGT'" in comparison
+
+
+def test_report_table_shows_both_fits(weighted_lsa):
+    from autoglmm.report.weighted import weighted_table
+
+    s, data = weighted_lsa
+    res = _run(s, data, level1_weights="TOTWGT", level2_weights="SCHWGT")
+    frame = weighted_table(res).to_frame()
+    opt = frame[frame["Model"] == "optimal"]
+    ses = opt.iloc[list(res.optimal.fixef.index).index("ses")]
+    assert ses["Estimate"] == pytest.approx(res.optimal.fixef["ses"])
+    assert ses["Weighted"] == pytest.approx(res.weighted["optimal"].fixef["ses"])
+    assert ses["Robust SE"] == pytest.approx(res.weighted["optimal"].se["ses"])
+    assert len(weighted_table(_run(s, data)).rows) == 0
