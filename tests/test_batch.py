@@ -339,3 +339,17 @@ def test_interrupt_leaves_only_complete_folders(countries, tmp_path):
     summary = pd.read_csv(out / "summary.csv", dtype={"value": str}, keep_default_na=False)
     assert set(summary["status"]) <= {"done", "not_run"}
     assert (summary["status"] == "done").sum() == len(done)
+
+
+def test_cli_batch_passes_every_search_option():
+    """Each option of `autoglmm search` reaches search() from `autoglmm batch` as well."""
+    import inspect
+
+    from autoglmm.cli import _search_options, batch_command, search_command
+    from autoglmm.selection import search
+
+    names = [n for n in inspect.signature(search_command).parameters if n not in ("data", "out")]
+    passed = _search_options({n: None for n in names})
+    assert sorted(passed) == sorted(names)  # a new search flag must be added to _search_options
+    assert set(passed) <= set(inspect.signature(search).parameters)
+    assert set(names) <= set(inspect.signature(batch_command).parameters)

@@ -124,6 +124,18 @@ def search_command(
     seed: int = typer.Option(None, "--seed", help="Seed of the ranking (reproducible runs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     n_jobs: int = typer.Option(None, "--n-jobs", help="Parallel workers."),
+    level1_weights: str = typer.Option(
+        None, "--level1-weights", help="Level-1 sampling weights: refit the reported models."
+    ),
+    level2_weights: str = typer.Option(
+        None, "--level2-weights", help="Level-2 sampling weights: refit the reported models."
+    ),
+    conditional_weights: bool = typer.Option(
+        False, "--conditional-weights", help="Level-1 weights are conditional on the group."
+    ),
+    weight_scaling: str = typer.Option(
+        "raw", "--weight-scaling", help="Level-1 weight scaling: raw, cluster or ess."
+    ),
 ) -> None:
     """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes."""
     from autoglmm.selection import search
@@ -147,7 +159,9 @@ def _search_options(v: dict) -> dict:
         alpha_slope=v["alpha_slope"], n_essential=v["n_essential"], patience=v["patience"],
         max_slopes=v["max_slopes"], ntree=v["ntree"], mtry=v["mtry"],
         max_missing=v["max_missing"], standardize=v["standardize"], seed=v["seed"],
-        progress=v["progress"], n_jobs=v["n_jobs"],
+        progress=v["progress"], n_jobs=v["n_jobs"], level1_weights=v["level1_weights"],
+        level2_weights=v["level2_weights"], conditional_weights=v["conditional_weights"],
+        weight_scaling=v["weight_scaling"],
     )  # fmt: skip
 
 
