@@ -259,6 +259,8 @@ def test_duplicated_column_names_are_an_error_naming_the_fix(df):
         ("y ~ x1 + (1 + offset(x2) | g)", UsageError, "fixed part"),
         ("y ~ nope + other + (1 | `no pe`)", DataError, "nope, other, no pe"),
         ("y ~ 3 + (1 | g)", UsageError, "not a model term"),
+        ("y ~ . + (1 | g)", UsageError, "list the predictors"),
+        ("y ~ x1 + (1 | g:cat)", UsageError, "nested"),
     ],
 )
 def test_bad_syntax_is_one_line_naming_the_fix(df, formula, error, needle):
@@ -292,3 +294,13 @@ def test_any_column_name_is_the_column(names):
     np.testing.assert_array_equal(fr.design.y, data[y].to_numpy()[fr.order])
     assert fr.design.x_names == ("(Intercept)", x) and fr.group_name == g
     assert fr.design.m == 3
+
+
+def test_centering_with_r_summaries(df):
+    df.loc[3, "x1"] = np.nan
+    fr = _frame("y ~ I(x1 - mean(x1, na.rm = TRUE)) + I(x2 / sd(x2)) + (1 | g)", df)
+    x1, x2 = df["x1"].to_numpy(), df["x2"].to_numpy()
+    X = np.empty_like(fr.design.X)
+    X[fr.order] = fr.design.X
+    np.testing.assert_allclose(X[:, 1], np.delete(x1 - np.nanmean(x1), 3))
+    np.testing.assert_allclose(X[:, 2], np.delete(x2 / np.std(x2, ddof=1), 3))

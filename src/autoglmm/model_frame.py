@@ -91,6 +91,8 @@ def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
     missing = [n for n in dict.fromkeys(names) if n not in known and n not in CONSTANTS]
     if parsed.group not in known:
         missing.append(parsed.group)
+    if "." in missing:
+        raise UsageError("'.' (all other columns) is not supported; list the predictors")
     if missing:
         raise DataError(
             f"unknown column(s) {', '.join(missing)}; check the formula against the data's "
