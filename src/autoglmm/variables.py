@@ -86,8 +86,9 @@ class Evaluator:
 
     def __init__(self, data: pd.DataFrame):
         self.data = data
-        self.columns = set(data.columns)
+        self.columns = data.columns  # an Index: hashed membership, no copy
         self.memo: dict = {}
+        self._series: dict[str, pd.Series] = {}
 
     # -- public -----------------------------------------------------------------------
     def variable(self, node) -> Numeric | Factor:
@@ -104,7 +105,9 @@ class Evaluator:
         return value.values[:, 0]
 
     def column(self, name: str) -> pd.Series:
-        column = self.data[name]
+        if name in self._series:
+            return self._series[name]
+        column = self._series[name] = self.data[name]
         if isinstance(column, pd.DataFrame):
             raise DataError(
                 f"column name '{name}' appears {column.shape[1]} times in the data; "
