@@ -296,6 +296,26 @@ def test_any_column_name_is_the_column(names):
     assert fr.design.m == 3
 
 
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(_NAMES, min_size=3, max_size=3, unique=True))
+def test_fit_with_any_names_equals_the_fit_with_plain_names(names):
+    """The fit itself, not just the design: same likelihood and estimates as plain names."""
+    import autoglmm
+    from autoglmm.formula_syntax import quote_name
+
+    y, x, g = names
+    rng = np.random.default_rng(4)
+    plain = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40)})
+    plain["g"] = np.arange(40) % 4
+    plain["y"] += plain["x"] + plain["g"]
+    ref = autoglmm.fit("y ~ x + (1 | g)", plain)
+    odd = plain.rename(columns={"y": y, "x": x, "g": g})
+    m = autoglmm.fit(f"{quote_name(y)} ~ {quote_name(x)} + (1 | {quote_name(g)})", odd)
+    assert m.loglik == pytest.approx(ref.loglik, abs=1e-9)
+    assert m.fixef[x] == pytest.approx(ref.fixef["x"], rel=1e-9)
+    assert m.group == g and m.response == y
+
+
 def test_centering_with_r_summaries(df):
     df.loc[3, "x1"] = np.nan
     fr = _frame("y ~ I(x1 - mean(x1, na.rm = TRUE)) + I(x2 / sd(x2)) + (1 | g)", df)
