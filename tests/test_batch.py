@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +23,8 @@ from typer.testing import CliRunner
 
 import autoglmm
 from autoglmm.batching import folder_name, task_frame, task_seed
-from autoglmm.batching.overview import selection_matrix
-from autoglmm.batching.tasks import key_text, plan_tasks
+from autoglmm.batching.overview import selection_matrix, task_selection
+from autoglmm.batching.tasks import key_text, plan_tasks, row_from_result
 from autoglmm.cli import app
 from autoglmm.datasets import simulate_lsa
 from autoglmm.errors import DataError, UsageError
@@ -280,18 +281,44 @@ def test_bad_options_are_usage_errors(countries, tmp_path):
     assert result.exit_code == 2  # --outcome and --group are required, as for search
 
 
-def test_selection_matrix_codes_fixed_slopes_and_interactions():
-    summary = pd.DataFrame({
-        "value": ["A", "B", "C"], "status": ["done", "done", "failed"],
-        "fixed": ["ses;conf", "ses", ""], "interactions": ["ses:conf", "", ""],
-        "random_slopes": ["ses", "", ""],
-    })  # fmt: skip
-    matrix = selection_matrix(summary)
-    assert list(matrix.columns) == ["A", "B"]  # failed tasks have no column
-    assert list(matrix.index) == ["ses", "conf", "ses:conf"]  # most often selected first
-    assert matrix.loc["ses"].tolist() == [2, 1]
-    assert matrix.loc["conf"].tolist() == [1, 0]
-    assert matrix.loc["ses:conf"].tolist() == [1, 0]
+def test_selection_shares_of_single_and_plausible_value_tasks():
+    single = {
+        "group": "school",
+        "optimal_terms": {
+            "fixed": ["ses", "conf"],
+            "interactions": ["ses:conf"],
+            "random_slopes": ["ses"],
+        },
+    }
+    assert task_selection(single) == {"ses": 1.0, "conf": 1.0, "ses:conf": 1.0,
+                                      "(ses | school)": 1.0}  # fmt: skip
+    shares = {"ses": 1.0, "conf": 0.6, "anx": 0.4, "ses:conf": 0.6, "(ses | school)": 0.8}
+    pv = {
+        **single,
+        "plausible_values": {
+            "selection_frequency": shares,
+            "per_outcome": [{}] * 5,
+            "pooled": {"formula": "BSMMAT0[1-5] ~ ses + conf"},
+        },
+    }
+    assert task_selection(pv) == shares
+    row = row_from_result(pv)
+    assert (row["fixed"], row["interactions"], row["random_slopes"]) == (
+        "ses;conf",
+        "ses:conf",
+        "ses",
+    )
+    assert row["formula"] == "BSMMAT0[1-5] ~ ses + conf" and row["n_analyses"] == 5
+    matrix = selection_matrix({"A": task_selection(single), "B": shares})
+    assert list(matrix.columns) == ["A", "B"]
+    # fixed effects, then interactions, then slopes; most often selected first
+    assert list(matrix.index) == ["ses", "conf", "anx", "ses:conf", "(ses | school)"]
+    assert matrix.loc["anx"].tolist() == [0.0, 0.4]
+    assert matrix.loc["(ses | school)"].tolist() == [1.0, 0.8]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _live_members(pgid: int) -> list[int]:
@@ -316,17 +343,19 @@ def test_interrupt_leaves_only_complete_folders(countries, tmp_path):
     cmd = [str(Path(sys.executable).parent / "autoglmm"), "batch", str(data), "--by", "country",
            "--outcome", "math", "--group", "school", "--out", str(out), "--workers", "1",
            "--seed", str(SEED), "--ntree", "40"]  # fmt: skip
+    # its own process group, with SIGINT's default action even when pytest runs in the
+    # background (where the shell makes SIGINT ignored, and children inherit that)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(out.glob("country=*")):
             time.sleep(0.2)  # wait for the first finished task
-        os.killpg(proc.pid, 2)  # SIGINT to the whole group, as a terminal's Ctrl-C does
+        os.killpg(proc.pid, signal.SIGINT)  # to the whole group, as a terminal's Ctrl-C does
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 130, err
     assert _live_members(proc.pid) == []  # the cluster's processes have all ended

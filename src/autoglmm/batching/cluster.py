@@ -53,6 +53,8 @@ def open_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Ite
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None, env=dict(WORKER_ENV), silence_logs=logging.ERROR,
             preload=["autoglmm.batching.worker"],
+            # no dashboard; the scheduler's small HTTP server on a free loopback port
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         )  # fmt: skip
         client = Client(cluster)
     else:

@@ -11,48 +11,56 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["selection_matrix", "write_overview"]
+__all__ = ["selection_matrix", "task_selection", "write_overview"]
 
-#: Cell codes of the heat map and their legend.
-CODES = {0: "not selected", 1: "fixed effect", 2: "fixed effect + random slope"}
-COLORS = ("#f3f5f7", "#7fa7c9", "#1f5f8b")
 MAX_TERMS = 60
 
 
-def selection_matrix(summary: pd.DataFrame) -> pd.DataFrame:
-    """Terms (rows) by finished task (columns): 0 not selected, 1 fixed, 2 fixed + slope.
+def task_selection(result: dict) -> dict[str, float]:
+    """Share of a task's analyses that selected each term (1.0 with a single outcome).
 
-    Interactions are rows ``a:b`` (code 1 when selected). Rows are ordered by how many tasks
-    selected the term, most first, then by name.
+    Terms are named as in the plausible-values report: ``x``, ``a:b`` and ``(x | group)``
+    for a random slope.
     """
-    done = summary[summary["status"] == "done"]
-    cells: dict[str, dict[str, int]] = {}
-    for row in done.itertuples(index=False):
-        value = str(row.value)
-        slopes = set(_split(row.random_slopes))
-        for term in _split(row.fixed):
-            cells.setdefault(term, {})[value] = 2 if term in slopes else 1
-        for term in _split(row.interactions):
-            cells.setdefault(term, {})[value] = 1
-    columns = [str(v) for v in done["value"]]
-    matrix = pd.DataFrame(cells, index=columns, dtype=float).T.reindex(columns=columns)
-    matrix = matrix.fillna(0).astype(int)
+    pv = result.get("plausible_values")
+    if pv and pv.get("selection_frequency") is not None:
+        return {str(k): float(v) for k, v in pv["selection_frequency"].items()}
+    terms = result.get("optimal_terms") or {}
+    group = result.get("group", "group")
+    names = [*terms.get("fixed", []), *terms.get("interactions", [])]
+    names += [f"({s} | {group})" for s in terms.get("random_slopes", [])]
+    return {name: 1.0 for name in names}
+
+
+def selection_matrix(selections: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Terms (rows) by task (columns): the share of the task's analyses that selected it.
+
+    Fixed effects come first, then interactions, then random slopes; within each, the
+    terms selected by the most tasks first, then by name.
+    """
+    rows = sorted({term for shares in selections.values() for term in shares})
+    data = {str(col): [float(sel.get(t, 0.0)) for t in rows] for col, sel in selections.items()}
+    matrix = pd.DataFrame(data, index=rows, columns=list(data), dtype=float)
     if matrix.empty:
         return matrix
-    order = sorted(matrix.index, key=lambda t: (-int((matrix.loc[t] > 0).sum()), str(t)))
-    return matrix.loc[order]
+
+    def order(term: str) -> tuple:
+        kind = 2 if term.startswith("(") else 1 if ":" in term else 0
+        return kind, -int((matrix.loc[term] > 0).sum()), -float(matrix.loc[term].sum()), term
+
+    return matrix.loc[sorted(matrix.index, key=order)]
 
 
 def heat_map_svg(matrix: pd.DataFrame, by: str) -> bytes:
     """The selection heat map as SVG bytes (the first :data:`MAX_TERMS` rows)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -60,27 +68,35 @@ def heat_map_svg(matrix: pd.DataFrame, by: str) -> bytes:
 
     shown = matrix.head(MAX_TERMS)
     n_rows, n_cols = shown.shape
-    width = min(18.0, max(6.5, 2.8 + 0.32 * n_cols))
-    height = 1.6 + 0.22 * n_rows
+    width = min(18.0, max(6.5, 3.0 + 0.32 * n_cols))
+    height = 1.7 + 0.22 * n_rows
     fig = Figure(figsize=(width, height), dpi=100)
-    fig.subplots_adjust(left=2.4 / width, right=1 - 0.2 / width, top=1 - 0.9 / height,
+    fig.subplots_adjust(left=2.6 / width, right=1 - 0.3 / width, top=1 - 0.9 / height,
                         bottom=0.9 / height)  # fmt: skip
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    cmap = ListedColormap(COLORS)
-    norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5], cmap.N)
-    ax.imshow(shown.to_numpy(), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    ax.set_xticks(np.arange(n_cols), labels=list(shown.columns), rotation=90, fontsize=8)
+    values = shown.to_numpy()
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest")  # fmt: skip
     counts = (shown > 0).sum(axis=1)
     labels = [f"{term} ({n}/{n_cols})" for term, n in counts.items()]
+    ax.set_xticks(np.arange(n_cols), labels=list(shown.columns), rotation=90, fontsize=8)
     ax.set_yticks(np.arange(n_rows), labels=labels, fontsize=8)
     ax.set_xticks(np.arange(n_cols + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(n_rows + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
     ax.set_xlabel(by)
-    handles = [Patch(facecolor=c, edgecolor="#889", label=CODES[k]) for k, c in enumerate(COLORS)]
-    fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, fontsize=8)
+    if np.isin(values, (0.0, 1.0)).all():
+        cmap = image.get_cmap()
+        handles = [Patch(facecolor=cmap(0.0), edgecolor="#889", label="not selected"),
+                   Patch(facecolor=cmap(1.0), edgecolor="#889", label="selected")]  # fmt: skip
+        fig.legend(handles=handles, loc="upper center", ncol=2, frameon=False, fontsize=8)
+    else:
+        bar = fig.colorbar(image, ax=ax, orientation="horizontal", location="top",
+                           fraction=0.4 / height, pad=0.25 / height, aspect=40)  # fmt: skip
+        bar.set_label("share of the plausible values (analyses) selecting the term", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     return figure_bytes(fig, "svg")
 
 
@@ -88,7 +104,11 @@ def write_overview(root: Path, summary: pd.DataFrame, by: str, settings: dict) -
     """Write ``root/summary.html`` (atomically) and return its path."""
     from autoglmm.batching.store import _replace_text
 
-    matrix = selection_matrix(summary)
+    selections = {}
+    for row in summary[summary["status"] == "done"].itertuples(index=False):
+        path = Path(root) / row.folder / "result.json"
+        selections[str(row.value)] = task_selection(json.loads(path.read_text("utf-8")))
+    matrix = selection_matrix(selections)
     figure = ""
     if not matrix.empty:
         svg = base64.b64encode(heat_map_svg(matrix, by)).decode("ascii")
@@ -140,6 +160,7 @@ def _settings_line(summary: pd.DataFrame, settings: dict) -> str:
 
 
 def _split(text: Any) -> list[str]:
+    """Terms of a summary cell ("a;b;c")."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return []
     return [t for t in str(text).split(";") if t]

@@ -25,7 +25,14 @@ from typing import Any
 import pandas as pd
 
 from autoglmm.batching.store import BatchStore
-from autoglmm.batching.tasks import Task, failed_row, iter_task_frames, plan_tasks, run_task
+from autoglmm.batching.tasks import (
+    Task,
+    failed_row,
+    iter_task_frames,
+    plan_tasks,
+    run_task,
+    task_merge,
+)
 from autoglmm.errors import UsageError
 
 __all__ = ["batch"]
@@ -76,13 +83,14 @@ def batch(
     ...                 out="countries", workers=4, seed=1)          # doctest: +SKIP
     >>> summary[["value", "status", "icc", "formula"]]               # doctest: +SKIP
     """
+    from autoglmm import __version__
+
     options = _check_options(outcome, group, options)
     store = BatchStore(out)
     frame = _load(data)
-    from autoglmm import __version__
-
     same = {k: v for k, v in options.items() if k != "n_jobs"}  # results never depend on it
     wanted = {"version": __version__, "by": by, "seed": seed, "search": _json(same)}
+    merges, options = _merge_frames(options)
     settings = store.settings(wanted)
     if settings["seed"] is None:
         settings["seed"] = _draw_seed()
@@ -100,7 +108,8 @@ def batch(
     view = _View(progress, len(tasks), len(rows), by, n_missing)
     try:
         if todo:
-            _run(frame, by, todo, options, store, tasks, rows, workers, scheduler, view)
+            payloads = _payloads(frame, merges, by, todo)
+            _run(payloads, todo, options, store, tasks, rows, workers, scheduler, view)
     finally:
         view.stop()
         summary = store.write_summary(rows, tasks)
@@ -108,20 +117,29 @@ def batch(
     return summary
 
 
-def _run(frame, by, todo, options, store, tasks, rows, workers, scheduler, view) -> None:
+def _payloads(frame, merges, by, todo) -> dict[str, tuple]:
+    """What each task to do receives: its rows and its part of each merge file."""
+    wanted = {t.key for t in todo}
+    return {
+        key: (part, task_merge(merges, by, key))
+        for key, part in iter_task_frames(frame, by)
+        if key in wanted
+    }
+
+
+def _run(payloads, todo, options, store, tasks, rows, workers, scheduler, view) -> None:
     """Scatter, submit and collect the tasks still to do, writing each as it ends."""
     from distributed import as_completed
 
     from autoglmm.batching.cluster import open_client
 
-    wanted = {t.key for t in todo}
-    parts = {key: part for key, part in iter_task_frames(frame, by) if key in wanted}
     token = secrets.token_hex(3)
     with open_client(workers, scheduler, len(todo)) as client:
         view.start(client)
         futures = {}
         for task in sorted(todo, key=lambda t: -t.n_rows):  # longest first
-            shipped = client.scatter(parts.pop(task.key), hash=False)
+            # a list of one: scatter ships the (rows, merge) pair as one object, once
+            shipped = client.scatter([payloads.pop(task.key)], hash=False)[0]
             future = client.submit(run_task, shipped, task.key, options, task.seed,
                                    key=f"autoglmm-{task.folder}-{token}", pure=False)  # fmt: skip
             futures[future.key] = (future, task)
@@ -174,6 +192,19 @@ def _check_options(outcome: str, group: str, options: dict) -> dict:
     return options
 
 
+def _merge_frames(options: dict) -> tuple[list[pd.DataFrame], dict]:
+    """The ``merge`` files read here (workers may not see them); options without them."""
+    merge = options.get("merge") or ()
+    if isinstance(merge, str | os.PathLike | pd.DataFrame):
+        merge = [merge]
+    if not merge:
+        return [], options
+    from autoglmm.data import read_data
+
+    frames = [m if isinstance(m, pd.DataFrame) else read_data(m) for m in merge]
+    return frames, {**options, "merge": ()}
+
+
 def _ranking_file(path: str | os.PathLike) -> list[str]:
     from pathlib import Path
 
@@ -198,8 +229,15 @@ def _load(data: Any) -> pd.DataFrame:
 
 
 def _json(options: dict) -> dict:
+    """Options as JSON for batch.json (a merge DataFrame is recorded as 'DataFrame')."""
     from autoglmm.search_result import json_value
 
+    options = dict(options)
+    if "merge" in options:
+        merge = options["merge"] or ()
+        merge = [merge] if isinstance(merge, str | os.PathLike | pd.DataFrame) else merge
+        options["merge"] = [type(m).__name__ if isinstance(m, pd.DataFrame) else str(m)
+                            for m in merge]  # fmt: skip
     return json_value(options)
 
 

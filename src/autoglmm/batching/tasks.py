@@ -43,13 +43,15 @@ __all__ = [
     "row_from_result",
     "run_task",
     "task_frame",
+    "task_merge",
     "task_seed",
 ]
 
 #: Columns of summary.csv, in order.
 SUMMARY_COLUMNS = (
     "value", "status", "error", "n_obs", "n_groups", "icc", "glmm_needed", "formula",
-    "loglik", "fixed", "interactions", "random_slopes", "seconds", "seed", "folder",
+    "loglik", "n_analyses", "fixed", "interactions", "random_slopes", "seconds", "seed",
+    "folder",
 )  # fmt: skip
 
 _SAFE = set(" -_.,+@()")
@@ -161,6 +163,12 @@ def iter_task_frames(frame: pd.DataFrame, by: str):
         yield key_text(value), _part(frame, index)
 
 
+def task_merge(frames: list[pd.DataFrame], by: str, key: Any) -> list[pd.DataFrame]:
+    """A task's part of each ``merge`` file: its own rows when the file has ``by`` (a
+    school file with IDCNTRY), else the whole file."""
+    return [task_frame(m, by, key) if by in m.columns else m for m in frames]
+
+
 def _part(frame: pd.DataFrame, rows: Any) -> pd.DataFrame:
     part = frame.loc[rows] if isinstance(rows, pd.Series) else frame.iloc[rows]
     part = part.reset_index(drop=True)
@@ -171,21 +179,24 @@ def _part(frame: pd.DataFrame, rows: Any) -> pd.DataFrame:
 # --- on the worker -------------------------------------------------------------------------
 
 
-def run_task(data: pd.DataFrame, key: str, options: dict, seed: int) -> dict:
+def run_task(payload: tuple, key: str, options: dict, seed: int) -> dict:
     """Search one task's data and render its outputs; never raises for a failed search.
 
-    Returns ``{"row": summary row, "files": {name: bytes} or None, "worker": host}``. A
-    failed search gives a row with status ``failed`` and a one-line ``error``.
+    ``payload`` is ``(rows, merge)``: the task's rows and the task's part of each ``merge``
+    file (shipped together, once). Returns ``{"row": summary row, "files": {name: bytes}
+    or None}``. A failed search gives a row with status ``failed`` and a one-line error.
     """
     from threadpoolctl import threadpool_limits
 
     from autoglmm.selection import search
 
+    data, merge = payload
+    if merge:
+        options = {**options, "merge": list(merge)}
     start = time.perf_counter()
     files = None
     try:
-        threads = options.get("n_jobs") or 1
-        with threadpool_limits(limits=threads):
+        with threadpool_limits(limits=options.get("n_jobs") or 1):
             result = search(data, seed=seed, progress=False, **options)
             files, result_json = _render(result)
         row = row_from_result(result_json)
@@ -211,11 +222,15 @@ def _render(result: Any) -> tuple[dict[str, bytes], dict]:
 
 
 def row_from_result(data: dict) -> dict:
-    """The summary row of a finished task, from its result.json (fresh or resumed)."""
+    """The summary row of a finished task, from its result.json (fresh or resumed).
+
+    With several analyses (plausible values, imputations) the formula is the pooled model's
+    and the terms are those selected in more than half of the analyses.
+    """
     models = data.get("models") or {}
     model = models.get("optimal") or models.get("null") or {}
     terms = data.get("optimal_terms") or {}
-    return {
+    row = {
         "status": "done",
         "error": "",
         "n_obs": data.get("n_obs"),
@@ -224,10 +239,22 @@ def row_from_result(data: dict) -> dict:
         "glmm_needed": data.get("glmm_needed"),
         "formula": model.get("formula", ""),
         "loglik": model.get("loglik"),
-        "fixed": ";".join(terms.get("fixed", [])),
-        "interactions": ";".join(terms.get("interactions", [])),
-        "random_slopes": ";".join(terms.get("random_slopes", [])),
+        "n_analyses": 1,
     }
+    pv = data.get("plausible_values")
+    if pv:
+        shares = pv.get("selection_frequency") or {}
+        majority = [t for t, share in shares.items() if share > 0.5]
+        slopes = [t[1:].split(" | ")[0] for t in majority if t.startswith("(")]
+        fixed = [t for t in majority if not t.startswith("(") and ":" not in t]
+        inter = [t for t in majority if not t.startswith("(") and ":" in t]
+        terms = {"fixed": fixed, "interactions": inter, "random_slopes": slopes}
+        row.update(formula=(pv.get("pooled") or {}).get("formula", ""), loglik=None,
+                   n_analyses=len(pv.get("per_outcome") or []))  # fmt: skip
+    row["fixed"] = ";".join(terms.get("fixed", []))
+    row["interactions"] = ";".join(terms.get("interactions", []))
+    row["random_slopes"] = ";".join(terms.get("random_slopes", []))
+    return row
 
 
 def failed_row(err: BaseException) -> dict:
