@@ -62,6 +62,9 @@ def search(
     seed: int | None = None,
     progress: bool = True,
     n_jobs: int | None = None,
+    merge: Sequence[Any] = (),
+    lsa: str = "auto",
+    impute: int = 0,
 ) -> SearchResult:
     """Find the optimal two-level GLMM by the ranked likelihood-ratio search of SPEC 2.
 
@@ -81,6 +84,12 @@ def search(
     ntree, mtry, seed, n_jobs : the MERF ranking's settings (``seed`` fixes it).
     standardize : z-score numeric predictors before fitting (coefficients per SD).
     progress : show rich progress bars.
+    merge, lsa : files joined onto the data, and the assessment naming convention whose
+        IDs, weights and plausible values are never candidates (:mod:`autoglmm.lsa`).
+    impute : number of two-level multiple imputations (0 = complete cases). With several
+        outcomes (a list, or a glob such as ``"BSMMAT0[1-5]"``, the plausible values) or
+        ``impute``, one search runs per analysis and the results are pooled
+        (:func:`autoglmm.analyses.search_analyses`); the result then has ``pooled``.
 
     Returns
     -------
@@ -95,11 +104,17 @@ def search(
     >>> res.optimal_terms["random_slopes"]  # doctest: +SKIP
     ['ses', ...]
     """
-    params = _check_params(dict(locals()))
-    clock = _Clock()
-    frame = _load(data)
-    user_ranking = _user_ranking(ranking, frame, outcome, group)
+    args = dict(locals())
+    from autoglmm.analyses import is_multiple, search_analyses
+    from autoglmm.lsa import prepare
     from autoglmm.sample import build_sample
+
+    if impute or is_multiple(outcome):
+        return search_analyses(**args)
+    params = _check_params(args)
+    clock = _Clock()
+    frame, conventional, notes = prepare(_load(data), [outcome], group, merge, lsa)
+    user_ranking = _user_ranking(ranking, frame, outcome, group)
 
     sample = build_sample(
         frame,
@@ -110,6 +125,8 @@ def search(
         max_missing=max_missing,
         min_group_size=min_group_size,
         family=family,
+        conventional=conventional,
+        warnings=notes,
     )
     clock.lap("sample")
     run_seed = _run_seed(seed)
@@ -461,10 +478,17 @@ def _check_params(params: dict) -> dict:
     for key in ("predictors", "exclude"):
         if params[key] is not None and not isinstance(params[key], str):
             params[key] = [str(n) for n in params[key]]
+    merge = params["merge"]
+    merge = [merge] if isinstance(merge, str | os.PathLike | pd.DataFrame) else list(merge)
+    params["merge"] = [m if isinstance(m, str) else type(m).__name__ for m in map(_path, merge)]
     return params
 
 
 # --- result assembly -----------------------------------------------------------------------
+
+
+def _path(value: Any) -> Any:
+    return str(value) if isinstance(value, os.PathLike) else value
 
 
 class _Clock:
