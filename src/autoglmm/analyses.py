@@ -156,6 +156,8 @@ def search_analyses(
             if first.ranking is not None:
                 options = {**options, "ranking": _ranked(first)}
         results.append(search(use, name, group, **options))
+    if len(results) == 1:  # one imputation of one outcome: nothing to pool
+        return results[0]
     agreement = _agreement(results) if rank_each else {}
     pooling = pool_results(results, plan, outcome, notes, options.get("standardize", False))
     pooling = replace(
@@ -294,9 +296,7 @@ def majority_terms(freq: dict[str, float], results: Sequence[Any]) -> dict[str, 
         tuple(k.split(":")) for k, v in freq.items()
         if v > 0.5 and ":" in k and not k.startswith("(") and set(k.split(":")) <= set(fixed)
     ]  # fmt: skip
-    slopes = [
-        k[1 : -len(f" | {group})")] for k, v in freq.items() if v > 0.5 and k.startswith("(")
-    ]
+    slopes = [k[1 : -len(f" | {group})")] for k, v in freq.items() if v > 0.5 and k.startswith("(")]
     return {"fixed": fixed, "interactions": inter, "slopes": [s for s in slopes if s in fixed]}
 
 

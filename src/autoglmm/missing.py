@@ -168,8 +168,10 @@ def _chained(x: np.ndarray, n_target: int, seed: int) -> np.ndarray:
         return filled[:, :n_target]
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.nan_to_num(np.abs(np.corrcoef(filled, rowvar=False)))
-    np.fill_diagonal(corr, 0.0)
-    predictors = {j: np.argsort(-corr[j], kind="stable")[:_N_NEAREST] for j in targets}
+    predictors = {}
+    for j in targets:  # the most correlated other columns (never the target itself)
+        order = np.argsort(-corr[j], kind="stable")
+        predictors[j] = order[order != j][:_N_NEAREST]
     for _ in range(_MAX_ITER):
         for j in targets:
             rows = miss[:, j]

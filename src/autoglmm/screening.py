@@ -309,4 +309,5 @@ def no_predictors_message(candidates: list, exclusions: list[Exclusion], max_mis
         if counts.get("missing")
         else "check the predictor columns"
     )
-    return f"no usable predictors: all {len(candidates)} candidates were excluded ({summary}); {fix}"
+    n = len(candidates)
+    return f"no usable predictors: all {n} candidates were excluded ({summary}); {fix}"

@@ -59,7 +59,7 @@ _MARKERS = {
 
 
 def detect(columns: Iterable[object]) -> str:
-    """``"timss"``, ``"pisa"``, ``"timss+pisa"`` or ``"none"``: which conventions the names follow."""
+    """Which conventions the names follow: ``"timss"``, ``"pisa"``, ``"timss+pisa"``, ``"none"``."""
     names = [str(c) for c in columns]
     found = [k for k, pat in _MARKERS.items() if any(pat.fullmatch(n) for n in names)]
     return "+".join(found) if found else "none"
