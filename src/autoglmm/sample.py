@@ -269,7 +269,9 @@ def build_sample(
 
     g_codes, g_levels = _group_codes(work[group], group)
     track = _StepLog(g_codes)
-    rows, y = _rows_with_outcome(work, outcome, group, g_codes, family, track)
+    renamed = data.attrs.get("renamed_columns") or {}
+    detail = "; ".join(f"repeated column '{old}' renamed '{new}'" for new, old in renamed.items())
+    rows, y = _rows_with_outcome(work, outcome, group, g_codes, family, track, detail)
     idx = np.flatnonzero(rows)
     usable, exclusions = screen_predictors(work, candidates, idx, max_missing)
     exclusions = named_out + exclusions
@@ -299,10 +301,10 @@ def build_sample(
     )  # fmt: skip
 
 
-def _rows_with_outcome(work, outcome, group, g_codes, family, track) -> tuple:
+def _rows_with_outcome(work, outcome, group, g_codes, family, track, detail) -> tuple:
     """Step 1: the rows with both outcome and group, after checking the outcome's values."""
     y = _outcome_values(work[outcome], outcome)
-    track.record("input", "input data", np.ones(len(work), dtype=bool))
+    track.record("input", "input data", np.ones(len(work), dtype=bool), detail)
     rows = (g_codes >= 0) & ~np.isnan(y)
     n_missing = (
         f"{int(np.isnan(y).sum())} missing outcome, {int((g_codes < 0).sum())} missing group"

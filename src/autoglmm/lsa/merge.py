@@ -115,6 +115,8 @@ def _merged_labels(data: pd.DataFrame, other: pd.DataFrame, renamed: dict) -> di
         theirs = dict(other.attrs.get(key) or {})
         theirs.update({new: theirs[old] for new, old in renamed.items() if old in theirs})
         out[key] = Labels({**theirs, **mine})
+    if data.attrs.get("renamed_columns"):
+        out["renamed_columns"] = data.attrs["renamed_columns"]
     return out
 
 
