@@ -89,9 +89,8 @@ def simulate_timss(
     ids = _ids(rng, school, n_schools, n_countries)
     weights = _weights(rng, school, n_schools)
     pvs = _plausible_values(rng, data["math"].to_numpy(), pv_sd)
-    student = pd.DataFrame({**ids, **pvs, **weights})
-    for col in student_items:
-        student[col] = _blank(rng, data[col].to_numpy(dtype=float), missing)
+    items = {col: _blank(rng, data[col].to_numpy(dtype=float), missing) for col in student_items}
+    student = pd.DataFrame({**ids, **pvs, **weights, **items})
     first = np.unique(school, return_index=True)[1]
     sch = pd.DataFrame({
         "IDCNTRY": ids["IDCNTRY"][first], "IDSCHOOL": ids["IDSCHOOL"][first],
