@@ -90,7 +90,7 @@ class Pooling:
         """term, estimate, SE, df, p, FMI, selected (k of M): the report's pooled table."""
         rows = []
         for term, pooled in self.fixef.items():
-            freq = self.selection_frequency.get(_base_term(term))
+            freq = self.selection_frequency.get(_base_term(term, list(self.selection_frequency)))
             k = None if freq is None else round(freq * self.m)
             rows.append(
                 {"term": term, "estimate": pooled.estimate, "se": pooled.se, "df": pooled.df,
@@ -352,9 +352,17 @@ def _mean_or_none(values: Sequence[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _base_term(term: str) -> str:
-    """The selection-frequency key of a fixed-effect column name (``C(x)[T.b]`` -> ``x``)."""
+def _base_term(term: str, keys: Sequence[str] = ()) -> str:
+    """The selection-frequency key of a fixed-effect column name.
+
+    A categorical predictor's columns are named after it plus the level (``catb`` in R's
+    style, ``C(cat)[T.b]`` in patsy's), so the longest key that starts the name is taken.
+    """
     name = term
     if name.startswith("C(") and ")" in name:
         name = name[2 : name.index(")")]
-    return name.strip("`")
+    name = name.strip("`")
+    if name in keys or not keys:
+        return name
+    prefixes = [k for k in keys if not k.startswith("(") and ":" not in k and name.startswith(k)]
+    return max(prefixes, key=len) if prefixes else name
