@@ -131,6 +131,18 @@ def search_command(
     merge: list[str] = _MERGE,
     lsa: str = typer.Option("auto", "--lsa", help="auto, timss, pisa or none: skip IDs, weights."),
     impute: int = typer.Option(0, "--impute", help="Two-level multiple imputations (0: none)."),
+    level1_weights: str = typer.Option(
+        None, "--level1-weights", help="Level-1 sampling weights: refit the reported models."
+    ),
+    level2_weights: str = typer.Option(
+        None, "--level2-weights", help="Level-2 sampling weights: refit the reported models."
+    ),
+    conditional_weights: bool = typer.Option(
+        False, "--conditional-weights", help="Level-1 weights are conditional on the group."
+    ),
+    weight_scaling: str = typer.Option(
+        "raw", "--weight-scaling", help="Level-1 weight scaling: raw, cluster or ess."
+    ),
 ) -> None:
     """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes.
 
@@ -148,6 +160,9 @@ def search_command(
             n_essential=n_essential, patience=patience, max_slopes=max_slopes, ntree=ntree,
             mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
             progress=progress, n_jobs=n_jobs, merge=merge or (), lsa=lsa, impute=impute,
+            level1_weights=level1_weights,
+            level2_weights=level2_weights, conditional_weights=conditional_weights,
+            weight_scaling=weight_scaling,
         )  # fmt: skip
         written = result.report(out) if out else None
     except AutoGLMMError as err:

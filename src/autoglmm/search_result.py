@@ -94,6 +94,7 @@ class SearchResult:
     params: dict
     manifest: dict
     pooled: Any = None  # autoglmm.analyses.Pooling when several analyses were pooled
+    weighted: dict | None = None  # name -> Fit refitted with sampling weights (pseudo-ML)
 
     @property
     def warnings(self) -> list[str]:
@@ -176,6 +177,11 @@ def _result_dict(result: SearchResult) -> dict:
         name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
         for name in ("null", "base", "preliminary", "optimal")
     }
+    for name, fit in (result.weighted or {}).items():  # sampling weights: SPEC 6.3
+        if models.get(name) is not None:
+            weighted = _model_dict(fit, None, sample.group)
+            weighted.pop("r2")  # R² is not defined for the pseudo-likelihood fits
+            models[name]["weighted"] = {**weighted, "sampling_weights": fit.sampling}
     return {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),
