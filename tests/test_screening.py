@@ -39,7 +39,9 @@ def test_dot_token_column_from_csv_stays_numeric(tmp_path):
 
 def test_text_categories_are_not_coerced():
     frame = pd.DataFrame({"c": ["a", "b", "1", "c"] * 10, "d": ["1", "2", "x", "y"] * 10})
-    assert coerce_numeric_tokens(frame, ["c", "d"]) == []
+    frame["year"] = ["95", "96", "97", "95"] * 10  # numbers as text on purpose: categories
+    assert coerce_numeric_tokens(frame, ["c", "d", "year"]) == []
+    assert not pd.api.types.is_numeric_dtype(frame["year"])
     assert not pd.api.types.is_numeric_dtype(frame["c"])
     assert not pd.api.types.is_numeric_dtype(frame["d"])
 

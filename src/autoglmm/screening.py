@@ -157,7 +157,9 @@ def coerce_numeric_tokens(frame: pd.DataFrame, columns: Sequence[str]) -> list[s
     the whole column as text, and a search would expand it into one dummy per distinct
     number. A text column is converted when at least half of its values are numbers and
     the rest are :data:`MISSING_TOKENS` or at most 3 distinct strings covering at most 5%
-    of the values. Returns one warning per converted column.
+    of the values. A text column of numbers only is left alone: without a token, the text
+    type was chosen on purpose (codes meant as categories). Returns one warning per
+    converted column.
     """
     warnings = []
     for col in columns:
@@ -186,9 +188,11 @@ def _numeric_split(series: pd.Series) -> tuple[pd.Series | None, dict[str, int]]
     if len(bad) == len(text) or numbers.notna().sum() < len(text) / 2:
         return None, {}
     tokens = bad.value_counts().to_dict()
+    if not tokens:  # numbers stored as text on purpose (e.g. year codes as categories)
+        return None, {}
     known = all(t in MISSING_TOKENS for t in tokens)
     rare = len(tokens) <= _RARE_DISTINCT and len(bad) <= _RARE_SHARE * len(text)
-    if tokens and not (known or rare):
+    if not (known or rare):
         return None, {}
     out = pd.Series(np.nan, index=series.index, dtype=float)
     out.loc[numbers.index] = numbers.to_numpy(dtype=float)

@@ -83,3 +83,17 @@ def test_sample_loss_warning_is_loud(tmp_path):
     data = json.loads((out / "result.json").read_text())
     assert data["warnings"] and "complete cases keep" in data["warnings"][0]
     assert "complete cases keep" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_demo_timss_runs_the_whole_path(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app, ["demo", "--timss", "--out", str(out), "--ntree", "300", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "data" / "BSG.sav").exists() and (out / "data" / "BCG.sav").exists()
+    data = json.loads((out / "result.json").read_text())
+    assert data["plausible_values"]["imputations"] == 5
+    assert "Pooled over 5 analyses" in result.output
+    assert "true predictors found" in result.output
