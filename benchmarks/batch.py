@@ -62,12 +62,12 @@ def in_process(frame: pd.DataFrame, options: dict) -> dict[str, float]:
     from autoglmm.batching import task_frame, task_seed
     from autoglmm.batching.tasks import run_task
 
-    run_task(task_frame(frame, "IDCNTRY", COUNTRIES[0]), "warm-up", options, 1)
+    run_task((task_frame(frame, "IDCNTRY", COUNTRIES[0]), []), "warm-up", options, 1)
     times = {}
     for code in COUNTRIES:
         part = task_frame(frame, "IDCNTRY", code)
         start = time.perf_counter()
-        out = run_task(part, str(code), options, task_seed(SEED, code))
+        out = run_task((part, []), str(code), options, task_seed(SEED, code))
         times[str(code)] = time.perf_counter() - start
         assert out["row"]["status"] == "done", out["row"]
     return times

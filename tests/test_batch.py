@@ -382,3 +382,29 @@ def test_cli_batch_passes_every_search_option():
     assert sorted(passed) == sorted(names)  # a new search flag must be added to _search_options
     assert set(passed) <= set(inspect.signature(search).parameters)
     assert set(names) <= set(inspect.signature(batch_command).parameters)
+
+
+def test_plausible_values_and_merge_file_equal_standalone_search(external_scheduler, tmp_path):
+    """TIMSS-shaped files: 5 PVs in one task per country, the school file merged per task."""
+    from autoglmm.lsa.simulate import simulate_timss
+
+    sim = simulate_timss(tmp_path / "files", seed=3, n_schools=40, n_items=20, n_countries=2)
+    out = tmp_path / "out"
+    options = {"ntree": 40, "merge": [str(sim.school_path)]}
+    summary = autoglmm.batch(str(sim.student_path), "BSMMAT0[1-5]", "IDSCHOOL", by="IDCNTRY",
+                             out=out, scheduler=external_scheduler, seed=SEED, progress=False,
+                             **options)  # fmt: skip
+    assert (summary["status"] == "done").all(), summary["error"].tolist()
+    assert list(summary["n_analyses"]) == [5, 5]
+    student = autoglmm.read_data(sim.student_path)
+    for row in summary.itertuples(index=False):
+        alone = autoglmm.search(task_frame(student, "IDCNTRY", row.value), "BSMMAT0[1-5]",
+                                "IDSCHOOL", seed=task_seed(SEED, row.value), progress=False,
+                                **options, **SAME)  # fmt: skip
+        expected = json.loads(json.dumps(alone.to_dict(), allow_nan=False))
+        got = json.loads((out / row.folder / "result.json").read_text())
+        for data in (expected, got):
+            data["manifest"].pop("timings")
+            data["manifest"]["params"].pop("merge")  # the file's path alone, its rows in batch
+        assert got == expected
+        assert row.formula == expected["plausible_values"]["pooled"]["formula"]

@@ -20,6 +20,7 @@ import inspect
 import os
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -201,13 +202,16 @@ def _merge_frames(options: dict) -> tuple[list[pd.DataFrame], dict]:
         return [], options
     from autoglmm.data import read_data
 
-    frames = [m if isinstance(m, pd.DataFrame) else read_data(m) for m in merge]
+    frames = []
+    for m in merge:
+        frame = m if isinstance(m, pd.DataFrame) else read_data(m)
+        if not isinstance(m, pd.DataFrame):  # named as in `search --merge FILE`
+            frame.attrs["source_file"] = Path(m).name
+        frames.append(frame)
     return frames, {**options, "merge": ()}
 
 
 def _ranking_file(path: str | os.PathLike) -> list[str]:
-    from pathlib import Path
-
     from autoglmm.errors import DataError
 
     if not Path(path).is_file():
