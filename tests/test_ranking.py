@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from autoglmm.errors import DataError, UsageError
-from autoglmm.ranking import Ranking, encode_predictors, rank_predictors
+from autoglmm.ranking import Ranking, encode_predictors, nominal_mask, rank_predictors
 
 TRUE = ("x_cont", "x_item", "x_cat")
 
@@ -106,6 +106,7 @@ def test_bad_input(data):
         encode_predictors(frame, ["a", "b"], ["b"])
     codes = encode_predictors(frame.fillna(0.0), ["a", "b"], ["b"])
     np.testing.assert_array_equal(codes[:, 1], [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(nominal_mask(frame, ["a", "b"]), [False, True])
 
 
 def test_forest_options_presets_and_errors(data):
