@@ -251,6 +251,19 @@ def main() -> None:
     a["estimated_seconds_full_forest_in_em"] = a["em_iterations"] * a["seconds_final_forest"]
     print("autoglmm MERF:", json.dumps(results["autoglmm"]))
 
+    # autoglmm 0.1's MERF (row bootstrap, LMM start, first-fall stop) in the same run
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    old = rank_predictors(
+        sample.data, truth.outcome, truth.group, ntree=args.ntree, mtry=args.mtry,
+        seed=args.seed, n_jobs=args.n_jobs, forest_options="merf_rowlmm",
+    )  # fmt: skip
+    results["autoglmm_0.1"] = {
+        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+        "em_iterations": old.n_iter, **score(old.names, true_set, noise2, k),
+    }  # fmt: skip
+    print("autoglmm 0.1 MERF:", json.dumps(results["autoglmm_0.1"]))
+
     t0 = time.perf_counter()
     c0 = time.process_time()
     plain = MixedEffectsRandomForest(

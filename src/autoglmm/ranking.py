@@ -28,7 +28,14 @@ import pandas as pd
 from autoglmm.errors import DataError, UsageError
 from autoglmm.forest.importance import rank_order
 
-__all__ = ["RANKERS", "Ranking", "encode_predictors", "nominal_mask", "rank_predictors"]
+__all__ = [
+    "DEFAULT_RANKER",
+    "RANKERS",
+    "Ranking",
+    "encode_predictors",
+    "nominal_mask",
+    "rank_predictors",
+]
 
 #: The rankers of the selection study, as ``forest_options`` of :func:`rank_predictors`
 #: (keyword arguments of :class:`~autoglmm.forest.merf.MixedEffectsRandomForest`):
@@ -61,6 +68,11 @@ RANKERS: dict[str, dict[str, Any]] = {
         "min_groups_leaf": 0,
     },
 }  # fmt: skip
+#: The ranker :func:`rank_predictors` (and so the search) uses when ``forest_options`` is
+#: None. Still autoglmm 0.1's MERF: with "merf" the school-level items rank near the top,
+#: and the search's interaction stage (pairs of the top base predictors) then pairs them
+#: instead of the student-level items; it switches once that stage handles them.
+DEFAULT_RANKER = "merf_rowlmm"
 
 ProgressArg = bool | Callable[[str, int, int], None] | None
 
@@ -197,7 +209,8 @@ def rank_predictors(
         :class:`~autoglmm.forest.merf.MixedEffectsRandomForest` (``bootstrap_unit``,
         ``level2_permutation``, ``em_start``, ``em_stop``, ``random_effects``, ``max_iter``,
         ``em_estimators``, ...), or the name of a preset in :data:`RANKERS`
-        (``"merf"``, ``"merf_rowlmm"``, ``"longiturf"``, ``"plain"``). None: the defaults.
+        (``"merf"``, ``"merf_rowlmm"``, ``"longiturf"``, ``"plain"``). None: the preset
+        :data:`DEFAULT_RANKER`.
 
     Returns
     -------
@@ -272,7 +285,7 @@ def _forest_options(options: dict[str, Any] | str | None) -> dict[str, Any]:
     from autoglmm.forest.merf import MixedEffectsRandomForest
 
     if options is None:
-        return {}
+        options = DEFAULT_RANKER
     if isinstance(options, str):
         if options not in RANKERS:
             raise UsageError(f"unknown ranker {options!r}; choose one of {', '.join(RANKERS)}")
