@@ -39,3 +39,16 @@ def test_section_is_replaced_not_duplicated(tmp_path):
     text = path.read_text()
     assert text.count(weights.BEGIN) == 1 and text.startswith("# results")
     assert "| m | WeMix | ok | 50 | 500x |" in text
+
+
+def test_run_py_keeps_the_weights_section(tmp_path):
+    import run
+
+    path = tmp_path / "RESULTS.md"
+    section = f"{weights.BEGIN}\n## weighted\n{weights.END}"
+    path.write_text(f"# old\n\n{section}\n")
+    machine = {"cores": "2", "cpu": "CPU X", "memory": "1 GB", "os": "L", "python": "3"}
+    meta = {"started": "s", "finished": "f", "machine": machine, "versions": {"a": "1"}}
+    text = run.write_results([], path, meta)
+    assert "# old" not in text and text.count(section) == 1
+    assert path.read_text() == text
