@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from autoglmm.engine.design import GroupedDesign, make_design
+from autoglmm.engine.design import MAX_ABS, GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 
@@ -354,6 +354,12 @@ def _complete_rows(cols: _Columns, used: list[str], weights) -> np.ndarray:
         if np.isinf(vals).any():
             raise DataError(
                 f"column '{name}' has infinite values; replace them with missing or finite values"
+            )
+        big = np.nanmax(np.abs(vals), initial=0.0)
+        if big > MAX_ABS:  # checked before the rank test, which such values would fool
+            raise DataError(
+                f"column '{name}' has values as large as {big:.3g} (limit {MAX_ABS:g}); "
+                "recode them as missing or rescale the column"
             )
         mask &= ~np.isnan(vals)
     if other:

@@ -62,6 +62,8 @@ class Fit:
     theta: np.ndarray
     convergence: ConvergenceReport
     fitted: pd.Series | None = field(default=None, repr=False)
+    # the fixed-effects model matrix (rows in the design's order), for lrt's nesting check
+    x_matrix: np.ndarray | None = field(default=None, repr=False)
 
     # --- derived statistics -----------------------------------------------------------
     @property
