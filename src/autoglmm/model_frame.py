@@ -355,7 +355,7 @@ def _complete_rows(cols: _Columns, used: list[str], weights) -> np.ndarray:
             raise DataError(
                 f"column '{name}' has infinite values; replace them with missing or finite values"
             )
-        big = np.nanmax(np.abs(vals), initial=0.0)
+        big = max(abs(np.fmax.reduce(vals, initial=0.0)), abs(np.fmin.reduce(vals, initial=0.0)))
         if big > MAX_ABS:  # checked before the rank test, which such values would fool
             raise DataError(
                 f"column '{name}' has values as large as {big:.3g} (limit {MAX_ABS:g}); "
