@@ -93,6 +93,7 @@ class SearchResult:
     r2: dict
     params: dict
     manifest: dict
+    weighted: dict | None = None  # name -> Fit refitted with sampling weights (pseudo-ML)
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -167,6 +168,11 @@ def _result_dict(result: SearchResult) -> dict:
         name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
         for name in ("null", "base", "preliminary", "optimal")
     }
+    for name, fit in (result.weighted or {}).items():  # sampling weights: SPEC 6.3
+        if models.get(name) is not None:
+            weighted = _model_dict(fit, None, sample.group)
+            weighted.pop("r2")  # R² is not defined for the pseudo-likelihood fits
+            models[name]["weighted"] = {**weighted, "sampling_weights": fit.sampling}
     return {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),
