@@ -117,6 +117,19 @@ def test_one_row_per_group_is_refused_as_lme4_does(reference_data) -> None:
         autoglmm.fit("Reaction ~ Days + (1 | row)", sleep)
 
 
+def test_search_grouped_by_a_row_id_exits_1(tmp_path, reference_data) -> None:
+    # was: search --min-group-size 1 exit 0 with "converged, not singular"
+    sleep = reference_data("sleepstudy.csv")
+    sleep["row"] = np.arange(len(sleep))
+    path = tmp_path / "sleep.csv"
+    sleep.drop(columns="Subject").to_csv(path, index=False)
+    ranking = tmp_path / "ranking.txt"
+    ranking.write_text("Days\n")
+    args = ["search", str(path), "-y", "Reaction", "-g", "row", "--ranking", str(ranking)]
+    out = CliRunner().invoke(app, [*args, "--min-group-size", "1", "--no-progress"])
+    assert out.exit_code == 1 and "levels for 180 observations" in out.output, out.output
+
+
 def test_random_slopes_need_more_observations_than_random_effects() -> None:
     # 2 rows per group and (1 + x | g): 2 x 50 = 100 random effects for 100 rows
     rng = np.random.default_rng(0)
