@@ -243,6 +243,22 @@ def test_power_in_I_is_a_power_on_int_and_float(df):
     np.testing.assert_allclose(fr.design.X[:, 2], (df["x2"] ** 3).to_numpy()[fr.order])
 
 
+@pytest.mark.parametrize(
+    ("formula", "hint"),
+    [
+        ("y ~ X1 + (1 | g)", "did you mean x1?"),
+        ("y ~ x1 + school.id + (1 | g)", "did you mean `school id`?"),  # R's make.names
+        ("y ~ x1 + (1 | school_ID)", "did you mean `school id`?"),
+        ("y ~ zzz + (1 | g)", "unknown column(s) zzz (check"),
+    ],
+)
+def test_unknown_column_error_suggests_the_column(df, formula, hint):
+    df["school id"] = df["g"]
+    with pytest.raises(DataError) as info:
+        _frame(formula, df)
+    assert hint in str(info.value)
+
+
 def test_duplicated_column_names_are_an_error_naming_the_fix(df):
     dup = pd.concat([df, df[["x1"]]], axis=1)
     with pytest.raises(DataError, match="'x1' appears 2 times"):

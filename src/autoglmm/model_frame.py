@@ -29,7 +29,9 @@ Example
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +40,7 @@ import pandas as pd
 from autoglmm.engine.design import MAX_ABS, GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
-from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary
+from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
 from autoglmm.formula_terms import TermList, expand_terms, variables_in_order
 from autoglmm.variables import CONSTANTS, Evaluator, Factor, Numeric, variable_label
 
@@ -94,10 +96,25 @@ def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
     if "." in missing:
         raise UsageError("'.' (all other columns) is not supported; list the predictors")
     if missing:
+        hints = [h for h in (_close_name(n, data.columns) for n in missing) if h]
+        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
         raise DataError(
-            f"unknown column(s) {', '.join(missing)}; check the formula against the data's "
-            "column names (put names with spaces or symbols in backticks)"
+            f"unknown column(s) {', '.join(missing)}{hint} (check the formula against the "
+            "data's column names; put names with spaces or symbols in backticks)"
         )
+
+
+def _r_key(name: str) -> str:
+    """A spelling key: R's read.csv(check.names = TRUE) dots, '_' as '.', lower case."""
+    return re.sub(r"[\W_]", ".", name).lower()
+
+
+def _close_name(name: str, columns: pd.Index) -> str | None:
+    """The column a typo, a case slip or R's make.names most likely meant, backticked."""
+    names = [str(c) for c in columns]
+    same = [c for c in names if _r_key(c) == _r_key(name)]
+    close = same or difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return quote_name(close[0]) if len(close) == 1 else None
 
 
 # --- the rows used -----------------------------------------------------------------------
