@@ -93,7 +93,16 @@ class SearchResult:
     r2: dict
     params: dict
     manifest: dict
+    pooled: Any = None  # autoglmm.analyses.Pooling when several analyses were pooled
     weighted: dict | None = None  # name -> Fit refitted with sampling weights (pseudo-ML)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Data warnings a reader must see: sample loss, tokens read as missing, merges."""
+        notes = list(getattr(self.sample.report, "warnings", ()))
+        if self.pooled is not None:
+            notes += [w for w in self.pooled.warnings if w not in notes]
+        return notes
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -188,6 +197,8 @@ def _result_dict(result: SearchResult) -> dict:
         "models": models,
         "optimal_terms": result.optimal_terms,
         "manifest": json_value(result.manifest),
+        "warnings": result.warnings,
+        "plausible_values": None if result.pooled is None else result.pooled.to_dict(),
     }
 
 
