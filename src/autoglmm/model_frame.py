@@ -29,6 +29,7 @@ import pandas as pd
 from autoglmm.engine.design import GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
+from autoglmm.outcome_rule import binary_text_outcome, non_numeric_outcome
 
 RANK_TOL = 1e-7
 
@@ -289,17 +290,10 @@ def _response(parsed: ParsedFormula, cols: _Columns, family: str) -> np.ndarray:
     name = parsed.response
     if name in cols.dtypes and not cols.numeric(name):
         values = cols.data[name][cols.mask]
-        levels = (
-            list(values.cat.categories)
-            if isinstance(values.dtype, pd.CategoricalDtype)
-            else sorted(pd.unique(values).tolist())
-        )
-        if family == "binomial" and len(levels) == 2:
-            return (values == levels[1]).to_numpy(dtype=float)
-        raise DataError(
-            f"response '{name}' is not numeric; for family={family!r} give a numeric column"
-            + (" (or a two-level column for binomial)" if family != "binomial" else "")
-        )
+        coded = binary_text_outcome(values, family)
+        if coded is None:
+            raise non_numeric_outcome(name, values)
+        return coded
     if name in cols.dtypes:
         return cols.floats(name)[cols.mask]
     y, _ = _matrix(f"0 + {name}", cols)

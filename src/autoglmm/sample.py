@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
+from autoglmm.outcome_rule import binary_text_outcome, non_numeric_outcome
 
 __all__ = [
     "FAMILIES",
@@ -274,7 +275,7 @@ def build_sample(
     work.attrs = {}  # pandas deep-copies attrs on every column access: keep the loops cheap
 
     g_codes, g_levels = _group_codes(work[group], group)
-    y = _outcome_values(work[outcome], outcome)
+    y = _outcome_values(work[outcome], outcome, family)
     track = _StepLog(g_codes)
     track.record("input", "input data", np.ones(len(work), dtype=bool))
     rows = (g_codes >= 0) & ~np.isnan(y)
@@ -313,6 +314,8 @@ def build_sample(
         )
 
     sample_data = _sample_frame(work, rows, outcome, group, kept)
+    if not _is_real_numeric(sample_data[outcome].dtype):  # a two-level text outcome, coded 0/1
+        sample_data[outcome] = y[rows]
     variable_labels = data.attrs.get("variable_labels") or {}
     small = np.flatnonzero((sizes > 0) & (sizes < min_group_size))
     report = SampleReport(
@@ -461,9 +464,16 @@ def _require_columns(columns: list, names: Sequence[str], role: str) -> None:
 
 
 def _group_codes(column: pd.Series, group: str) -> tuple[np.ndarray, list]:
+    if _is_real_numeric(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        n_inf = int(np.isinf(column.to_numpy(dtype=float, na_value=np.nan)).sum())
+        if n_inf:
+            raise DataError(
+                f"the group column '{group}' has {n_inf} infinite values; replace them with "
+                "valid group IDs or drop those rows"
+            )
     codes, levels = pd.factorize(column, use_na_sentinel=True)
     if len(levels) < 2:
-        what = "has no values" if len(levels) == 0 else f"has a single value ({levels[0]!r})"
+        what = "has no values" if len(levels) == 0 else f"has a single value ({_level(levels[0])})"
         raise DataError(
             f"the group column '{group}' {what}; a mixed model needs at least 2 groups, "
             "choose the column that identifies the groups (e.g. the school ID)"
@@ -471,13 +481,13 @@ def _group_codes(column: pd.Series, group: str) -> tuple[np.ndarray, list]:
     return codes.astype(np.int64), list(levels)
 
 
-def _outcome_values(column: pd.Series, outcome: str) -> np.ndarray:
+def _outcome_values(column: pd.Series, outcome: str, family: str) -> np.ndarray:
     dtype = column.dtype
     if not (pd.api.types.is_bool_dtype(dtype) or _is_real_numeric(dtype)):
-        raise DataError(
-            f"the outcome '{outcome}' is not numeric (dtype {dtype}); recode it as numbers "
-            "(0/1 for a binary outcome)"
-        )
+        coded = binary_text_outcome(column, family)  # the rule fit() uses too
+        if coded is None:
+            raise non_numeric_outcome(outcome, column)
+        return coded
     return column.to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -604,10 +614,23 @@ def _no_predictors_message(candidates: list, exclusions: list[Exclusion], max_mi
     for e in exclusions:
         counts[e.reason] = counts.get(e.reason, 0) + 1
     summary = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in counts.items())
+    fixes = [fix for reason, fix in _NO_PREDICTOR_FIXES.items() if reason in counts]
+    advice = "; ".join(fixes or ["check the predictor columns"])
     return (
         f"no usable predictors: all {len(candidates)} candidates were excluded ({summary}); "
-        f"raise max_missing (now {max_missing}) or check the predictor columns"
+        + advice.replace("{max_missing}", str(max_missing))
     )
+
+
+#: What to do about each reason a candidate was excluded, in the message order.
+_NO_PREDICTOR_FIXES = {
+    "missing": "raise max_missing (now {max_missing}) to keep the columns with missing values",
+    "constant": "constant columns carry no information: pass other predictors",
+    "constant_after_filtering": "some columns are constant once small groups are dropped: "
+    "lower min_group_size or pass other predictors",
+    "unsupported_type": "convert text or date columns to numbers or categories",
+    "user": "check exclude=",
+}
 
 
 def _few_groups_message(
@@ -623,6 +646,12 @@ def _few_groups_message(
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
+
+
+def _level(value: object) -> str:
+    """A group level as a user wrote it: 7 or 'A', never np.int64(7)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _json_scalar(value: object) -> object:

@@ -45,6 +45,8 @@ __all__ = [
     "latex_escape",
     "STAGES",
     "comparison_table",
+    "comparison_frame",
+    "ComparisonFrame",
     "comparison",
     "variable_map",
     "variable_table",
@@ -136,6 +138,39 @@ def comparison_table(result: Any, stage: str) -> pd.DataFrame:
         frame[col] = frame[col].astype("Int64")
     for col in ("AIC", "logLik", "Δχ²", "p"):
         frame[col] = pd.to_numeric(frame[col]).astype(float)
+    return frame
+
+
+class ComparisonFrame(pd.DataFrame):
+    """:func:`comparison_table`'s frame whose ``repr`` is the formatted table of the report.
+
+    ``print(result.comparison_table("fixed"))`` in a script shows the same table as the
+    console and the report; the columns and values are those of :func:`comparison_table`.
+    Anything derived from it (a slice, a copy) is a plain DataFrame again.
+    """
+
+    _metadata = ["table"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def __repr__(self) -> str:
+        table = getattr(self, "table", None)
+        return table.to_text() if table is not None else super().__repr__()
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def _repr_html_(self) -> str:
+        table = getattr(self, "table", None)
+        return table.to_html() if table is not None else super()._repr_html_()
+
+
+def comparison_frame(result: Any, stage: str) -> ComparisonFrame:
+    """:func:`comparison_table` that prints as :func:`comparison` (what users see)."""
+    frame = ComparisonFrame(comparison_table(result, stage))
+    frame.table = comparison(result, stage)
     return frame
 
 
