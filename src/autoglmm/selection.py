@@ -559,7 +559,9 @@ def _quote(name: str) -> str:
 
 
 def _fmt_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+    from autoglmm.report.table_model import format_p  # the report's one p format
+
+    return format_p(p)
 
 
 # --- progress ------------------------------------------------------------------------------
