@@ -126,7 +126,8 @@ def fit(
 
     Parameters
     ----------
-    formula : lme4 syntax, e.g. ``"y ~ x1 + C(sex) + (1 + x1 | school)"``.
+    formula : lme4 syntax as in R, e.g. ``"y ~ x1 + factor(sex) + I(x1^2) + (1 + x1 | school)"``,
+        ``offset(log(n))``, ``cbind(successes, failures) ~ ...`` (binomial), backticked names.
     data : a DataFrame, or a path read by :func:`autoglmm.read_data`.
     family : ``"gaussian"``, ``"binomial"`` or ``"poisson"``; ``link`` overrides the
         canonical link (binomial: ``"probit"``).
