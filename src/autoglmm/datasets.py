@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from autoglmm.errors import UsageError
+from autoglmm.reference_data import load  # noqa: F401  (autoglmm.datasets.load)
 
-__all__ = ["SimulatedLSA", "Truth", "recovery", "simulate_lsa", "truth_table"]
+__all__ = ["SimulatedLSA", "Truth", "load", "recovery", "simulate_lsa", "truth_table"]
 
 # Questionnaire scales of a TIMSS-like student file: (prefix, label of the scale).
 _BLOCKS = (
