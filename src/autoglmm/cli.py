@@ -209,6 +209,18 @@ def search_command(
     seed: int = typer.Option(None, "--seed", help="Seed of the ranking (reproducible runs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     n_jobs: int = typer.Option(None, "--n-jobs", help="Parallel workers."),
+    level1_weights: str = typer.Option(
+        None, "--level1-weights", help="Level-1 sampling weights: refit the reported models."
+    ),
+    level2_weights: str = typer.Option(
+        None, "--level2-weights", help="Level-2 sampling weights: refit the reported models."
+    ),
+    conditional_weights: bool = typer.Option(
+        False, "--conditional-weights", help="Level-1 weights are conditional on the group."
+    ),
+    weight_scaling: str = typer.Option(
+        "raw", "--weight-scaling", help="Level-1 weight scaling: raw, cluster or ess."
+    ),
 ) -> None:
     """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes."""
     from autoglmm.report.atomic import check_output_dir
@@ -227,7 +239,9 @@ def search_command(
                 alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
                 n_essential=n_essential, patience=patience, max_slopes=max_slopes, ntree=ntree,
                 mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
-                progress=_bars(progress), n_jobs=n_jobs,
+                progress=_bars(progress), n_jobs=n_jobs, level1_weights=level1_weights,
+                level2_weights=level2_weights, conditional_weights=conditional_weights,
+                weight_scaling=weight_scaling,
             )  # fmt: skip
         written = result.report(out) if out else None
     except AutoGLMMError as err:

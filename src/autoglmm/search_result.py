@@ -106,6 +106,7 @@ class SearchResult:
     r2: dict[str, dict[str, float | None]]
     params: dict[str, Any]
     manifest: dict[str, Any]
+    weighted: dict[str, Fit] | None = None  # name -> Fit refitted with sampling weights
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -175,6 +176,11 @@ def _result_dict(result: SearchResult) -> dict:
         name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
         for name in ("null", "base", "preliminary", "optimal")
     }
+    for name, fit in (result.weighted or {}).items():  # sampling weights: SPEC 6.3
+        if models.get(name) is not None:
+            weighted = _model_dict(fit, None, sample.group)
+            weighted.pop("r2")  # R² is not defined for the pseudo-likelihood fits
+            models[name]["weighted"] = {**weighted, "sampling_weights": fit.sampling}
     return {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),

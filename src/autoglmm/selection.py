@@ -62,6 +62,10 @@ def search(
     seed: int | None = None,
     progress: bool = True,
     n_jobs: int | None = None,
+    level1_weights: str | None = None,
+    level2_weights: str | None = None,
+    conditional_weights: bool = False,
+    weight_scaling: str = "raw",
 ) -> SearchResult:
     """Find the optimal two-level GLMM by the ranked likelihood-ratio search of SPEC 2.
 
@@ -81,6 +85,10 @@ def search(
     ntree, mtry, seed, n_jobs : the MERF ranking's settings (``seed`` fixes it).
     standardize : z-score numeric predictors before fitting (coefficients per SD).
     progress : show rich progress bars.
+    level1_weights, level2_weights, conditional_weights, weight_scaling : sampling weight
+        columns (see :func:`autoglmm.fit`). Selection stays unweighted; the four reported
+        models are refitted with the weights (``SearchResult.weighted``; see
+        :mod:`autoglmm.weighted_search`).
 
     Returns
     -------
@@ -100,6 +108,13 @@ def search(
     frame = _load(data)
     user_ranking = _user_ranking(ranking, frame, outcome, group)
     from autoglmm.sample import build_sample
+    from autoglmm.weighted_search import attach, refit_weighted, search_weights
+
+    weights = search_weights(
+        frame, level1_weights, level2_weights, conditional_weights, weight_scaling
+    )
+    if weights is not None:  # weight columns are never candidates
+        exclude = [*([exclude] if isinstance(exclude, str) else exclude), *weights.columns]
 
     sample = build_sample(
         frame,
@@ -115,6 +130,7 @@ def search(
     run_seed = _run_seed(seed)
     manifest = _manifest(params, run_seed, sample, clock)
     ctx = _Context(sample, family, _analysis_data(sample, standardize), progress)
+    wdata = None if weights is None else attach(ctx.data, frame, sample.group, weights)
     try:
         null = ctx.fit_terms(Terms())
         icc = icc_of(null, family, sample.group)
@@ -126,16 +142,27 @@ def search(
                 "a GLMM is not needed (a single-level model will do); use force=True "
                 "(--force) to search anyway"
             )
-            return _build(ctx, null, icc, False, reason, None, [], {}, params, manifest, clock)
+            weighted = None
+            if weights is not None:
+                weighted = refit_weighted({"null": (Terms(), null)}, ctx.formula, wdata,
+                                          family, weights)  # fmt: skip
+            return _build(ctx, null, icc, False, reason, None, [], {}, params, manifest, clock,
+                          weighted)  # fmt: skip
         if user_ranking is not None or not sample.predictors:
             rank = _user_ranking_object(user_ranking or [], sample)
         else:
             rank = _forest_ranking(sample, ctx.data, params, run_seed)
         clock.lap("ranking", ranking=rank)
         steps, models = _select(ctx, null, _ranked_predictors(rank, sample), params, clock)
+        weighted = None
+        if weights is not None:
+            reported = {"null": (Terms(), null), **models}
+            weighted = refit_weighted(reported, ctx.formula, wdata, family, weights)
+            clock.lap("weighted_refits")
     finally:
         ctx.close()
-    return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock)
+    return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock,
+                  weighted)  # fmt: skip
 
 
 def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Clock):
@@ -496,7 +523,18 @@ def _manifest(params: dict, seed: int, sample: Any, clock: _Clock) -> dict:
 
 
 def _build(
-    ctx, null, icc, glmm_needed, stop_reason, rank, steps, models, params, manifest, clock
+    ctx,
+    null,
+    icc,
+    glmm_needed,
+    stop_reason,
+    rank,
+    steps,
+    models,
+    params,
+    manifest,
+    clock,
+    weighted=None,
 ) -> SearchResult:
     models = {"null": (Terms(), null), **models}
     r2 = {name: model_r2(fit, null, ctx, terms) for name, (terms, fit) in models.items()}
@@ -520,6 +558,7 @@ def _build(
         r2=r2,
         params=manifest["params"],
         manifest=manifest,
+        weighted=weighted,
     )
 
 

@@ -19,6 +19,7 @@ from autoglmm.report import tables
 from autoglmm.report.equation import equation_model, model_equation
 from autoglmm.report.tables import optimal_predictors
 from autoglmm.report.terms import model_fits
+from autoglmm.report.weighted import weighted_table
 
 __all__ = ["render_html"]
 
@@ -80,6 +81,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "fixed_table": _html(tables.fixed_effects_table(fit, result, numbered["fixed_title"])),
         "random_table": _html(tables.random_effects_table(fit, result, numbered["random_title"])),
         "r2_table": _html(tables.r2_table(result, numbered["r2_title"]), empty=""),
+        "weighted_table": _html(weighted_table(result, numbered["weighted_title"]), empty=""),
         "trace_table": _html(
             tables.trace_table(result, "Table S4. Search trace"), empty="", breakable=True
         ),
@@ -121,6 +123,7 @@ def _numbered_tables(result: Any) -> dict[str, Any]:
     out["fixed_title"] = f"Table {number}. Fixed effects"
     out["random_title"] = f"Table {number + 1}. Random effects"
     out["r2_title"] = f"Table {number + 2}. Explained variance (R²)"
+    out["weighted_title"] = f"Table {number + 3}. The reported models with sampling weights"
     return out
 
 
