@@ -169,6 +169,7 @@ def test_demo_small(tmp_path, monkeypatch):
     assert (out / "report.html").is_file()
     assert "Recovered model vs the true model" in res.output
     assert "true predictors found" in res.output and "true slopes found" in res.output
+    assert "slope variance" in res.output and "Slope rows compare variances" in res.output
 
 
 @pytest.mark.slow

@@ -70,6 +70,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "has_ranking": getattr(result, "ranking", None) is not None,
         "has_importance": bool(tables.variable_map(result)["importance"].notna().any()),
         "n_ranked": len(tables.variable_map(result)),
+        "has_nonpositive": bool((tables.variable_map(result)["importance"].head(TOP) <= 0).any()),
         "variable_table": numbered["variables"],
         "variable_table_all": numbered["variables_all"],
         "comparisons": numbered["comparisons"],
