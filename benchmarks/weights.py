@@ -162,7 +162,9 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def section(rows: list[dict], started: str, finished: str, load: tuple[str, str]) -> str:
+def section(
+    rows: list[dict], started: str, finished: str, load: tuple[str, str], note: str = ""
+) -> str:
     mach = common.machine()
     return "\n".join([
         BEGIN,
@@ -174,7 +176,7 @@ def section(rows: list[dict], started: str, finished: str, load: tuple[str, str]
         "229 schools) with informative weights at both levels; pseudo-maximum likelihood "
         "with sandwich standard errors in both tools. Ratio: WeMix's time over autoglmm's "
         "median (autoglmm includes its numba warm-up only in the untimed first run). "
-        "Δ are WeMix minus autoglmm.",
+        "Δ are WeMix minus autoglmm." + (f" {note}" if note else ""),
         "",
         table(rows),
         END,
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--wemix-cache", default=None, help="folder for WeMix's results")
+    parser.add_argument("--note", default="", help="a sentence added to the section")
     args = parser.parse_args(argv)
     started, load0 = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), _load()
     rows = []
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows += run_case(case, family, formula, data, args, tmp)
                 print(table(rows), flush=True)
     finished = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = section(rows, started, finished, (load0, _load()))
+    text = section(rows, started, finished, (load0, _load()), args.note)
     write_section(text, Path(args.out))
     print(text)
 
