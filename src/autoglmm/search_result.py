@@ -24,6 +24,7 @@ from autoglmm.report.equation import model_equation
 from autoglmm.report.writer import write_report
 
 if TYPE_CHECKING:
+    from autoglmm.analyses import Pooling
     from autoglmm.ranking import Ranking
     from autoglmm.result import Fit
     from autoglmm.sample import AnalysisSample
@@ -106,7 +107,16 @@ class SearchResult:
     r2: dict[str, dict[str, float | None]]
     params: dict[str, Any]
     manifest: dict[str, Any]
+    pooled: Pooling | None = None  # several analyses (plausible values, imputations) pooled
     weighted: dict[str, Fit] | None = None  # name -> Fit refitted with sampling weights
+
+    @property
+    def warnings(self) -> list[str]:
+        """Data warnings a reader must see: sample loss, tokens read as missing, merges."""
+        notes = list(getattr(self.sample.report, "warnings", ()))
+        if self.pooled is not None:
+            notes += [w for w in self.pooled.warnings if w not in notes]
+        return notes
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -196,6 +206,8 @@ def _result_dict(result: SearchResult) -> dict:
         "models": models,
         "optimal_terms": result.optimal_terms,
         "manifest": json_value(result.manifest),
+        "warnings": result.warnings,
+        "plausible_values": None if result.pooled is None else result.pooled.to_dict(),
     }
 
 

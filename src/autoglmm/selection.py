@@ -62,6 +62,9 @@ def search(
     seed: int | None = None,
     progress: bool = True,
     n_jobs: int | None = None,
+    merge: Sequence[Any] = (),
+    lsa: str = "auto",
+    impute: int = 0,
     level1_weights: str | None = None,
     level2_weights: str | None = None,
     conditional_weights: bool = False,
@@ -85,6 +88,12 @@ def search(
     ntree, mtry, seed, n_jobs : the MERF ranking's settings (``seed`` fixes it).
     standardize : z-score numeric predictors before fitting (coefficients per SD).
     progress : show rich progress bars.
+    merge, lsa : files joined onto the data, and the assessment naming convention whose
+        IDs, weights and plausible values are never candidates (:mod:`autoglmm.lsa`).
+    impute : number of two-level multiple imputations (0 = complete cases). With several
+        outcomes (a list, or a glob such as ``"BSMMAT0[1-5]"``, the plausible values) or
+        ``impute``, one search runs per analysis and the results are pooled
+        (:func:`autoglmm.analyses.search_analyses`); the result then has ``pooled``.
     level1_weights, level2_weights, conditional_weights, weight_scaling : sampling weight
         columns (see :func:`autoglmm.fit`). Selection stays unweighted; the four reported
         models are refitted with the weights (``SearchResult.weighted``; see
@@ -103,13 +112,18 @@ def search(
     >>> res.optimal_terms["random_slopes"]  # doctest: +SKIP
     ['ses', ...]
     """
-    params = _check_params(dict(locals()))
-    clock = _Clock()
-    frame = _load(data)
-    user_ranking = _user_ranking(ranking, frame, outcome, group)
+    args = dict(locals())
+    from autoglmm.analyses import is_multiple, search_analyses
+    from autoglmm.lsa import prepare
     from autoglmm.sample import build_sample
     from autoglmm.weighted_search import attach, refit_weighted, search_weights
 
+    if impute or is_multiple(outcome):
+        return search_analyses(**args)
+    params = _check_params(args)
+    clock = _Clock()
+    frame, conventional, notes = prepare(_load(data), [outcome], group, merge, lsa)
+    user_ranking = _user_ranking(ranking, frame, outcome, group)
     weights = search_weights(
         frame, level1_weights, level2_weights, conditional_weights, weight_scaling
     )
@@ -125,6 +139,8 @@ def search(
         max_missing=max_missing,
         min_group_size=min_group_size,
         family=family,
+        conventional=conventional,
+        warnings=notes,
     )
     clock.lap("sample", sample=sample)
     run_seed = _run_seed(seed)
@@ -491,10 +507,17 @@ def _check_params(params: dict) -> dict:
     for key in ("predictors", "exclude"):
         if params[key] is not None and not isinstance(params[key], str):
             params[key] = [str(n) for n in params[key]]
+    merge = params["merge"]
+    merge = [merge] if isinstance(merge, str | os.PathLike | pd.DataFrame) else list(merge)
+    params["merge"] = [m if isinstance(m, str) else type(m).__name__ for m in map(_path, merge)]
     return params
 
 
 # --- result assembly -----------------------------------------------------------------------
+
+
+def _path(value: Any) -> Any:
+    return str(value) if isinstance(value, os.PathLike) else value
 
 
 class _Clock:

@@ -91,6 +91,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "params": _params(params),
         "manifest": _manifest(manifest),
         "warnings": _warnings(result),
+        "pooled_table": _pooled(result),
     }
 
 
@@ -303,9 +304,16 @@ def _manifest(manifest: dict) -> dict[str, Any]:
     }
 
 
+def _pooled(result: Any) -> Markup:
+    from autoglmm.report.pooled import pooled_table
+
+    pooled = getattr(result, "pooled", None)
+    return Markup("") if pooled is None else _html(pooled_table(pooled))
+
+
 def _warnings(result: Any) -> list[str]:
-    """Fit problems a reader must see: non-convergence or singular fits of reported models."""
-    out = []
+    """Data warnings (sample loss, tokens, merges) and fit problems a reader must see."""
+    out = [f"Warning: {w}" for w in getattr(result, "warnings", ())]
     for name, fit in model_fits(result).items():
         if not getattr(fit, "converged", True):
             out.append(f"The {name} model did not converge.")
