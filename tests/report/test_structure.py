@@ -50,11 +50,12 @@ def test_package_init_only_reexports_the_writer():
 
 
 def test_search_result_fields_are_typed():
+    from autoglmm.analyses import Pooling
     from autoglmm.ranking import Ranking
     from autoglmm.result import Fit
     from autoglmm.sample import AnalysisSample
 
-    names = {"AnalysisSample": AnalysisSample, "Fit": Fit, "Ranking": Ranking}
+    names = {"AnalysisSample": AnalysisSample, "Fit": Fit, "Ranking": Ranking, "Pooling": Pooling}
     hints = typing.get_type_hints(SearchResult, localns=names)  # TYPE_CHECKING imports
     assert hints["sample"] is AnalysisSample
     assert hints["null"] is Fit
