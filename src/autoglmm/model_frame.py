@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from autoglmm.engine.design import GroupedDesign, make_design
+from autoglmm.engine.design import MAX_ABS, GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
@@ -127,11 +127,18 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    what = f"column '{label}'" if label in ev.columns else f"'{label}'"
+    if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
+        big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
+        if np.isfinite(big) and big > MAX_ABS:
+            raise DataError(
+                f"{what} has values as large as {big:.3g} (limit {MAX_ABS:g}); "
+                "recode them as missing or rescale the column"
+            )
     finite = np.isfinite(values)
     if finite.all():
         return None
     if np.isinf(values).any():
-        what = f"column '{label}'" if label in ev.columns else f"'{label}'"
         raise DataError(f"{what} has infinite values; replace them with missing or finite values")
     return finite.all(axis=1)
 

@@ -64,6 +64,8 @@ class Fit:
     convergence: ConvergenceReport
     fitted: pd.Series | None = field(default=None, repr=False)
     sampling: dict[str, Any] | None = None  # sampling weights (pseudo-ML): see weighted_fit
+    # the fixed-effects model matrix (rows in the design's order), for lrt's nesting check
+    x_matrix: np.ndarray | None = field(default=None, repr=False)
 
     # --- derived statistics -----------------------------------------------------------
     @property

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.lmm import theta_positions
+from autoglmm.engine.design import theta_positions
 from autoglmm.engine.weighted_glmm import WeightedGlmmFit
 from autoglmm.engine.weighted_lmm import (
     WeightedLMMEstimates,

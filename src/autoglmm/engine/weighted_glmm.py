@@ -57,6 +57,8 @@ class WeightedGlmmObjective:
         self.nt = design.n_theta
         self.ws = GlmmWorkspace(self.design, code, nagq)
         self.code = code
+        # the modes of the last evaluation where PIRLS succeeded: the next one's warm start
+        self.u = np.zeros((design.m, design.q))
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x[: self.nt], x[self.nt :]
@@ -64,17 +66,19 @@ class WeightedGlmmObjective:
     def per_group(self, x: np.ndarray) -> np.ndarray:
         """(m,) deviances D_j (without the level-2 weight); inf where PIRLS fails."""
         theta, beta = self.split(x)
-        eta0, A, _, dev, usq, logdet, L, status, _ = self.ws.modes(theta, beta)
-        if np.any(status == 3):
+        md = self.ws.modes(theta, beta, self.u)
+        if not md.ok:  # PIRLS failed somewhere: no deviance (glmm.Modes.failure)
             return np.full(len(self.w2), np.inf)
+        self.u = md.u
         if self.ws.rule is None:
-            return dev + usq + logdet
+            return md.dev + md.usq + md.logdet
         d = self.design
         nodes, logw = self.ws.rule
         inner = agq_deviance(
-            self.code, eta0, A, d.y, d.weights, d.starts, self.ws.u, L, dev + usq, nodes, logw
-        )
-        return inner + logdet
+            self.code, md.eta0, md.A, md.lam, d.y, d.weights, d.starts, md.u, md.L,
+            md.dev + md.usq, nodes, logw,
+        )  # fmt: skip
+        return inner + md.logdet
 
     def total(self, x: np.ndarray) -> float:
         """The weighted deviance ``sum_j w_j D_j`` (not normalised)."""
@@ -257,7 +261,7 @@ def _fit(design, sw, code, family, link, nagq) -> tuple[EngineResult, WeightedGl
     obj = lap
     if nagq > 1:
         obj = WeightedGlmmObjective(design, sw, code, nagq)
-        obj.ws.u[:] = lap.ws.u
+        obj.u = lap.u.copy()
         x, _, g, H, more, ok = _optimum(obj, x, H)
         iters += more
     nt = design.n_theta
@@ -269,9 +273,9 @@ def _fit(design, sw, code, family, link, nagq) -> tuple[EngineResult, WeightedGl
     lower = theta_lower(design.re_blocks)
     report = _report(x, g, H, nt, lower, iters, ok)
     theta, beta = obj.split(x)
-    dev = obj.total(x)  # leaves the modes of the optimum in obj.ws.u
+    dev = obj.total(x)  # leaves the modes of the optimum in obj.u
     lam = obj.ws.lam(theta)
-    ranef = obj.ws.u @ lam.T
+    ranef = obj.u @ lam.T
     eta = design.X @ beta + design.offset + np.einsum("ij,ij->i", design.Z, ranef[design.group])
     try:
         vcov = np.linalg.inv(0.5 * H * obj.norm)[nt:, nt:]
