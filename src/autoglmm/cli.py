@@ -99,7 +99,12 @@ def search_command(
     alpha_interaction: float = typer.Option(None, "--alpha-interaction", help="Interactions."),
     alpha_slope: float = typer.Option(None, "--alpha-slope", help="Level for random slopes."),
     n_essential: int = typer.Option(3, "--n-essential", help="Top base predictors to cross."),
-    patience: int = typer.Option(1, "--patience", help="Consecutive misses ending a stage."),
+    patience: str = typer.Option(
+        "all", "--patience", help="Consecutive misses ending a stage, or 'all' (1 = paper)."
+    ),
+    threshold: str = typer.Option(
+        "auto", "--threshold", help="Test level: auto, alpha or bonferroni (alpha / m)."
+    ),
     max_slopes: int = typer.Option(None, "--max-slopes", help="Most random slopes to add."),
     ntree: int = typer.Option(2000, "--ntree", help="Trees of the MERF ranking."),
     mtry: int = typer.Option(None, "--mtry", help="Predictors per split (default p/3)."),
@@ -118,7 +123,8 @@ def search_command(
             exclude=_names(exclude) or (), ranking=ranking, min_group_size=min_group_size,
             icc_threshold=icc_threshold, force=force, alpha=alpha, alpha_fixed=alpha_fixed,
             alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
-            n_essential=n_essential, patience=patience, max_slopes=max_slopes, ntree=ntree,
+            n_essential=n_essential, patience=patience, threshold=threshold,
+            max_slopes=max_slopes, ntree=ntree,
             mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
             progress=progress, n_jobs=n_jobs,
         )  # fmt: skip
@@ -200,12 +206,23 @@ def _print_result(result, written) -> None:
     else:
         for stage in ("fixed", "interaction", "slope"):
             typer.echo("\n" + tables.comparison(result, stage).to_text())
+        _print_selection(result)
         used = tables.optimal_predictors(result)
         typer.echo("\n" + tables.variable_table(result, used).to_text())
         typer.secho("\nOptimal model", bold=True)
         typer.echo(result.equation("text"))
     if written is not None:
         typer.echo(f"\nOutputs written to {written}")
+
+
+def _print_selection(result) -> None:
+    """The stopping rule, what each stage tested and never tried, the p-value caveat."""
+    from autoglmm.report.selection_notes import PVALUE_CAVEAT, rule_sentence, stage_sentences
+
+    typer.echo("\n" + rule_sentence(result))
+    for line in stage_sentences(result):
+        typer.echo("  " + line)
+    typer.echo(PVALUE_CAVEAT)
 
 
 def _print_truth(table, result) -> None:

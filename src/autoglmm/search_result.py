@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,10 @@ class SearchResult:
     """Everything a search found, frozen: the sample, the trace, the four models, R².
 
     ``null``, ``base``, ``preliminary`` and ``optimal`` are :class:`autoglmm.result.Fit`
-    objects (the last three are ``None`` when the ICC gate stopped the search).
+    objects (the last three are ``None`` when the ICC gate stopped the search). ``rule`` is
+    the stopping rule used (:class:`autoglmm.stopping.StoppingRule` as a dict) and
+    ``stages`` one summary per stage: candidates, tried, never tried, the per-candidate
+    test level and why the stage ended.
     """
 
     sample: Any
@@ -93,6 +96,8 @@ class SearchResult:
     r2: dict
     params: dict
     manifest: dict
+    rule: dict = field(default_factory=dict)
+    stages: tuple[dict, ...] = ()
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -167,7 +172,7 @@ def _result_dict(result: SearchResult) -> dict:
         name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
         for name in ("null", "base", "preliminary", "optimal")
     }
-    return {
+    out = {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),
         "dropped": sample.report.to_dict(),
@@ -181,8 +186,12 @@ def _result_dict(result: SearchResult) -> dict:
         "steps": [s.to_dict() for s in result.steps],
         "models": models,
         "optimal_terms": result.optimal_terms,
+        "stages": [json_value(s) for s in result.stages],
         "manifest": json_value(result.manifest),
     }
+    if result.rule:  # a SearchResult built by hand may not know its rule
+        out["rule"] = json_value(result.rule)
+    return out
 
 
 def _model_dict(fit: Any, r2: dict | None, group: str) -> dict | None:

@@ -28,7 +28,8 @@ OTHER = "#b8c4ce"
 def importance_figure(result: Any, top: int = 30) -> Figure:
     """Horizontal bars of the ``top`` most important predictors, V1 at the top.
 
-    Bars of predictors in the optimal model are dark, the others light. Without importances
+    Bars of predictors in the optimal model are dark, the others light; level-2 (group-level,
+    e.g. school) predictors are hatched and their labels end in "(L2)". Without importances
     (a user-supplied ranking, or no ranking because the ICC gate stopped the search) the
     figure says so instead of drawing empty bars.
     """
@@ -50,10 +51,18 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
         ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=11, color="#444")
         ax.set_axis_off()
         return fig
-    labels = [_label(v, p) for v, p in zip(frame["V"], frame["predictor"], strict=True)]
+    level2 = set(getattr(getattr(result, "sample", None), "level2", ()) or ())
+    labels = [
+        _label(v, p) + (" (L2)" if p in level2 else "")
+        for v, p in zip(frame["V"], frame["predictor"], strict=True)
+    ]
     colors = [SELECTED if p in chosen else OTHER for p in frame["predictor"]]
     y = np.arange(n)
-    ax.barh(y, np.nan_to_num(values), color=colors, height=0.72)
+    bars = ax.barh(y, np.nan_to_num(values), color=colors, height=0.72)
+    for bar, name in zip(bars, frame["predictor"], strict=True):
+        if name in level2:
+            bar.set_hatch("///")
+            bar.set_edgecolor("#333333")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("Permutation importance (increase in OOB MSE)", fontsize=9)
@@ -62,11 +71,15 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
     ax.grid(axis="x", color="#e3e3e3", linewidth=0.6)
     ax.set_axisbelow(True)
     ax.set_title(f"Top {n} predictors by MERF importance", fontsize=10, loc="left")
-    if chosen:
+    shown_l2 = any(p in level2 for p in frame["predictor"])
+    if chosen or shown_l2:
         handles = [
             Patch(color=SELECTED, label="in the optimal model"),
             Patch(color=OTHER, label="not in the model"),
-        ]
+        ][: 2 if chosen else 0]
+        if shown_l2:
+            handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///",
+                                 label="level 2 (L2)"))  # fmt: skip
         ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
     return fig
 
