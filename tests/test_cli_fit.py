@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from autoglmm.cli import app
 
 runner = CliRunner()
+REFERENCE_DIR = Path(__file__).parent / "reference"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,9 @@ def test_fit_prints_summary_without_json(sleep_csv):
         (["--formula", "Reaction ~ Days"], 2, "no random term"),
         (["--formula", "Reaction ~ Nope + (1 | Subject)"], 1, "unknown column"),
         (["--formula", "Reaction ~ Days + (1 | Subject)", "--family", "gamma"], 2, "family"),
+        (["--formula", "Reaction ~ center(Days) + (1 | Subject)"], 2, "unknown function"),
+        (["--formula", "cbind(Reaction, Days) ~ (1 | Subject)"], 2, "family='binomial'"),
+        (["--formula", "Reaction ~ Days + (1 | `Sub ject`)"], 1, "unknown column(s) Sub ject"),
     ],
 )
 def test_bad_input_exit_codes(sleep_csv, args, code, needle):
@@ -54,3 +59,15 @@ def test_bad_input_exit_codes(sleep_csv, args, code, needle):
 def test_missing_file_is_a_data_error(tmp_path):
     result = runner.invoke(app, ["fit", str(tmp_path / "no.csv"), "--formula", "y ~ (1 | g)"])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+@pytest.mark.parametrize("case", ["ome_cbind", "mmmec_offset", "odd_names"])
+def test_r_formulas_from_the_command_line(case):
+    """The formula of the R script, pasted into the shell, gives lme4's log-likelihood."""
+    ref = json.loads((REFERENCE_DIR / "syntax_reference.json").read_text(encoding="utf-8"))[case]
+    args = ["fit", str(REFERENCE_DIR / ref["data"]), "--formula", ref["formula"]]
+    result = runner.invoke(app, [*args, "--family", ref["family"], "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["loglik"] >= ref["logLik"] - 1e-6
+    assert out["loglik"] == pytest.approx(ref["logLik"], abs=3e-5)

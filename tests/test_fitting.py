@@ -8,7 +8,9 @@ meaningful relative error of its own, and lme4 stops where the deviance is flat 
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,8 @@ import pytest
 
 import autoglmm
 from autoglmm.errors import UsageError
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
 
 GAUSSIAN_CASES = [
     "sleepstudy_ml",
@@ -212,3 +216,113 @@ def test_large_response_mean_does_not_cost_precision(reference_data):
     assert shifted.loglik == pytest.approx(base.loglik, abs=1e-7)
     assert shifted.fixef["(Intercept)"] - 1e8 == pytest.approx(base.fixef["(Intercept)"], abs=1e-6)
     assert shifted.fixef["Days"] == pytest.approx(base.fixef["Days"], rel=1e-9)
+
+
+# --- lme4 syntax as R users write it (tests/reference/make_syntax_reference.R) --------------
+
+SYNTAX_CASES = [
+    "nlschools_I_power_int",  # I(SES^2) on an integer column: a power, not XOR
+    "nlschools_I_power_float",
+    "nlschools_factor",  # lme4 stops short here (max|grad| 1.5): ours must be >= lme4's
+    "ratpup_treatment",  # a column named Treatment
+    "mmmec_offset",  # Poisson rates: offset(log(expected))
+    "ome_cbind",  # binomial counts: cbind(Correct, Trials - Correct)
+    "arabidopsis_backticks",  # `total.fruits` and factor(nutrient)
+    "odd_names",  # `it's score`, école, 学校, `1st`, factor(`x-y`), (1 | `school id`)
+    "function_names",  # columns named Sum, log, scale, center, C, Q
+]
+
+
+@pytest.fixture(scope="module")
+def syntax_fits():
+    ref = json.loads((REFERENCE_DIR / "syntax_reference.json").read_text(encoding="utf-8"))
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            c = ref[case]
+            df = pd.read_csv(REFERENCE_DIR / c["data"])
+            cache[case] = autoglmm.fit(c["formula"], df, family=c["family"])
+        return cache[case], ref[case]
+
+    return get
+
+
+def _r_style(name: str) -> str:
+    """Our 'sex[T.Male]' -> lme4's 'sexMale'; lme4 backticks a non-syntactic column name."""
+    from autoglmm.formula_syntax import quote_name
+
+    parts = [re.sub(r"\[T\.([^\]]*)\]$", r"\1", p) for p in name.split(":")]
+    return ":".join(p if "(" in p or p == "(Intercept)" else quote_name(p) for p in parts)
+
+
+@pytest.mark.parametrize("case", SYNTAX_CASES)
+def test_r_syntax_gives_lme4s_model(syntax_fits, case):
+    """The formula exactly as the R script has it: lme4's likelihood (or better), lme4's
+    coefficients by lme4's names. GLMM values are lme4's defaults (PIRLS to 1e-7), so
+    their fixef agree to 1e-3 there, as for the GLMM cases of tests/reference/README.md."""
+    m, ref = syntax_fits(case)
+    assert m.loglik >= ref["logLik"] - 1e-6
+    if not ref["conv_messages"] or "singular" in ref["conv_messages"][0]:
+        assert m.loglik == pytest.approx(
+            ref["logLik"], abs=1e-5 if case != "mmmec_offset" else 3e-5
+        )
+        rel = 1e-4 if ref["family"] == "gaussian" else 1e-3
+        fixef = {_r_style(k): v for k, v in m.fixef.items()}
+        assert list(fixef) == list(ref["fixef"])
+        for name, value in ref["fixef"].items():
+            assert fixef[name] == pytest.approx(value, rel=rel, abs=1e-8), name
+    assert m.df == ref["df"] and m.nobs == ref["nobs"]
+
+
+def test_categorical_treatment_column_in_C_keeps_the_term(syntax_fits):
+    """C(Treatment) on a text column named Treatment is that factor (was: silently dropped)."""
+    _, ref = syntax_fits("ratpup_treatment")
+    rats = pd.read_csv(REFERENCE_DIR / "ratpup.csv")
+    m = autoglmm.fit("weight ~ sex + Lsize + C(Treatment) + (1 | Litter)", rats)
+    assert "C(Treatment)[T.Low]" in m.fixef.index
+    assert m.loglik == pytest.approx(ref["logLik"], abs=1e-5)
+
+
+def test_offset_is_the_same_as_lme4s_offset_argument(syntax_fits):
+    """offset(log(expected)) in the formula = subtracting it from eta: the intercept-only
+    rate model equals the count model with log(expected) as a fixed coefficient 1."""
+    m, ref = syntax_fits("mmmec_offset")
+    assert m.fixef["uvb"] == pytest.approx(ref["fixef"]["uvb"], rel=1e-3)
+    mmmec = pd.read_csv(REFERENCE_DIR / "mmmec.csv")
+    without = autoglmm.fit("deaths ~ uvb + (1 | region)", mmmec, family="poisson")
+    assert without.loglik < m.loglik - 100  # the offset really reaches the engine
+
+
+def _odd_names_data(names):
+    rng = np.random.default_rng(1)
+    m, k = 30, 25
+    g = np.repeat(np.arange(m), k)
+    a, b = rng.normal(size=(2, m * k))
+    y = 0.5 * a + 0.4 * b + rng.normal(size=m)[g] + rng.normal(size=m * k)
+    return pd.DataFrame({"out come": y, names[0]: a, names[1]: b, names[2]: g})
+
+
+@pytest.mark.parametrize("names", [("x|y", "~", "school id"), ("a`b", "TRUE", "学校")])
+def test_search_quotes_any_predictor_and_group_name(names):
+    """Names with '|', '~', a backtick, or R's TRUE reach the search's formulas intact."""
+    df = _odd_names_data(names)
+    res = autoglmm.search(
+        df, "out come", names[2], ranking=list(names[:2]), progress=False, seed=1, patience=1
+    )
+    accepted = [s.term for s in res.steps if s.status == "accepted" and s.stage == "fixed"]
+    assert accepted == list(names[:2])
+    direct = autoglmm.fit(res.steps[1].formula, df)
+    assert list(direct.fixef.index) == ["(Intercept)", *names[:2]]
+
+
+def test_duplicate_column_names_in_a_file_are_renamed_and_said(tmp_path, reference_data):
+    from autoglmm.sample import build_sample
+
+    d = reference_data("sleepstudy.csv")[["Reaction", "Days", "Subject"]]
+    path = tmp_path / "dup.csv"
+    d.assign(Days2=d["Days"] * 2).rename(columns={"Days2": "Days"}).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match="'Days' -> 'Days.1'"):
+        data = autoglmm.read_data(path)
+    sample = build_sample(data, "Reaction", "Subject", min_group_size=5)
+    assert "repeated column 'Days' renamed 'Days.1'" in sample.report.to_text()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import parse_formula
 from autoglmm.model_frame import build_model_frame, independent_columns
+
+REFERENCE_DIR = Path(__file__).parent / "reference"
 
 
 @pytest.fixture
@@ -127,40 +135,160 @@ def test_single_group_and_infinite_values_are_data_errors(df):
         _frame("y ~ x2 + (1 | g)", df, weights=np.full(60, -1.0))
 
 
+def _r_name(name: str) -> str:
+    """Our 'cat[T.b]' / 'cat[b]' -> R's 'catb', part by part of an interaction."""
+    return ":".join(re.sub(r"\[(?:T\.)?([^\]]*)\]$", r"\1", p) for p in name.split(":"))
+
+
+@pytest.fixture(scope="module")
+def r_matrices():
+    ref = json.loads((REFERENCE_DIR / "syntax_reference.json").read_text(encoding="utf-8"))
+    return ref["model_matrix"]["matrices"]
+
+
+MODEL_MATRIX_CASES = [
+    "~ x1 + cat",
+    "~ 0 + cat",
+    "~ 0 + x1 + cat",
+    "~ cat:x1",
+    "~ cat*f2",
+    "~ cat:f2",
+    "~ x1*x2 + I(x1^2) + log(x2 + 5)",
+    "~ factor(k) + poly(x1, 2)",
+    '~ scale(x2) + relevel(cat, ref = "b")',
+    "~ (x1 + x2 + cat)^2",
+    "~ x1 %in% cat",
+    "~ flag + I(x1 > 0)",
+    "~ poly(x1, 3, raw = TRUE) - 1",
+    "~ log(x2 + 5, base = 2) + exp(x1/3) + sqrt(abs(x1)) + I(k %% 3) + I(k %/% 3)",
+    "~ factor(k, levels = c(10, 1, 2, 3)) + scale(x1, scale = FALSE)",
+    "~ x2 + x2:x1 + f2/x1",
+]
+
+
+@pytest.mark.parametrize("rhs", MODEL_MATRIX_CASES)
+def test_fixed_part_is_rs_model_matrix(r_matrices, rhs):
+    """Columns, their order, names and values as R's model.matrix (tests/reference)."""
+    small = pd.read_csv(REFERENCE_DIR / "small.csv")
+    small["y"], small["g"] = 0.0, np.arange(24) % 3
+    fr = _frame(f"y {rhs} + (1 | g)", small)
+    ref = r_matrices[rhs]
+    X = np.empty((24, fr.design.p))
+    X[fr.order] = fr.design.X
+    R = np.column_stack(ref["columns"])
+    ours = [_r_name(n) for n in fr.design.x_names]
+    dropped = [_r_name(n) for n in fr.dropped_columns]  # rank deficiency, as lme4 drops
+    assert ours == [n for n in ref["names"] if n not in dropped]
+    assert dropped == (["catc:f2lo"] if rhs == "~ cat:f2" else [])
+    np.testing.assert_allclose(X, R[:, [ref["names"].index(n) for n in ours]], atol=1e-12)
+
+
+def test_offset_fills_the_design_offset(df):
+    df["n"] = np.linspace(1, 5, 60)
+    fr = _frame("y ~ x1 + offset(log(n)) + offset(x2) + (1 | g)", df)
+    expected = np.log(df["n"]) + df["x2"]
+    np.testing.assert_allclose(fr.design.offset, expected.to_numpy()[fr.order])
+    assert fr.design.x_names == ("(Intercept)", "x1")
+    assert not _frame("y ~ x1 + (1 | g)", df).design.offset.any()
+
+
+def test_cbind_gives_proportions_with_trial_weights(df):
+    df["s"] = np.arange(60) % 4
+    df["f"] = np.arange(60) % 3
+    df["w"] = 2.0
+    fr = _frame("cbind(s, f) ~ x1 + (1 | g)", df, family="binomial", weights="w")
+    n = (df["s"] + df["f"]).to_numpy()[fr.order]
+    with np.errstate(invalid="ignore"):
+        expected = np.where(n == 0, 0.0, df["s"].to_numpy()[fr.order] / n)
+    np.testing.assert_allclose(fr.design.y, expected)
+    np.testing.assert_allclose(fr.design.weights, 2.0 * n)
+    with pytest.raises(UsageError, match="family='binomial'"):
+        _frame("cbind(s, f) ~ x1 + (1 | g)", df)
+
+
+def test_missing_values_of_evaluated_variables_drop_rows(df):
+    df.loc[[1, 2], "x2"] = -6.0  # log(x2 + 5) is NaN there, as in R
+    fr = _frame("y ~ log(x2 + 5) + (1 | g)", df)
+    assert fr.n_dropped_rows == 2
+    with pytest.raises(DataError, match="infinite"):
+        _frame("y ~ log(x2 + 6) + (1 | g)", df)  # log(0)
+
+
+def test_unused_factor_levels_are_dropped_after_missing_rows(df):
+    df.loc[df["cat"] == "a", "x1"] = np.nan
+    fr = _frame("y ~ x1 + cat + (1 | g)", df)
+    assert fr.design.x_names == ("(Intercept)", "x1", "cat[T.c]")
+
+
+FUNCTION_NAMES = ["Treatment", "center", "scale", "log", "C", "Q", "lag", "Sum", "Poly",
+                  "Helmert", "I", "factor", "offset", "poly", "np", "T", "F", "pi"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FUNCTION_NAMES)
+def test_columns_named_like_functions_are_the_columns(df, name):
+    df[name] = df["x1"] * 3 + 1
+    fr = _frame(f"y ~ {name} + I({name}^2) + (1 | g)", df)
+    X = fr.design.X
+    np.testing.assert_allclose(X[:, 1], df[name].to_numpy()[fr.order])
+    np.testing.assert_allclose(X[:, 2], df[name].to_numpy()[fr.order] ** 2)
+    df[name] = df["cat"]  # a categorical column: C(name) is that factor, never dropped
+    fr = _frame(f"y ~ C({name}) + (1 | g)", df)
+    assert fr.design.x_names == ("(Intercept)", f"C({name})[T.b]", f"C({name})[T.c]")
+
+
+def test_power_in_I_is_a_power_on_int_and_float(df):
+    df["k"] = np.tile([3, 1, 2, 10], 15)
+    fr = _frame("y ~ I(k^2) + I(x2**3) + (1 | g)", df)
+    np.testing.assert_array_equal(fr.design.X[:, 1], (df["k"] ** 2).to_numpy()[fr.order])
+    np.testing.assert_allclose(fr.design.X[:, 2], (df["x2"] ** 3).to_numpy()[fr.order])
+
+
+def test_duplicated_column_names_are_an_error_naming_the_fix(df):
+    dup = pd.concat([df, df[["x1"]]], axis=1)
+    with pytest.raises(DataError, match="'x1' appears 2 times"):
+        _frame("y ~ x1 + (1 | g)", dup)
+
+
 @pytest.mark.parametrize(
-    "expr",
+    ("formula", "error", "needle"),
     [
-        "1 + x1 + x2",
-        "0 + x1",
-        "1 + x2 + x1:x2 + x1",  # interactions after main effects, as formulaic orders them
-        "x2:x1 + x1",
-        "1 + x1 + C(cat) + x2",
-        "cat + x1",
-        "C(num_code) + C(float_code)",
-        "1 + `x y` + x1:`x y`",
+        ("y ~ center(x1) + (1 | g)", UsageError, "unknown function center"),
+        ("y ~ I(cat^2) + (1 | g)", DataError, "categorical"),
+        ("y ~ C(cat, Sum) + (1 | g)", UsageError, "treatment contrasts"),
+        ('y ~ relevel(cat, ref = "z") + (1 | g)', DataError, "reference level 'z'"),
+        ("y ~ x1 + (1 + offset(x2) | g)", UsageError, "fixed part"),
+        ("y ~ nope + other + (1 | `no pe`)", DataError, "nope, other, no pe"),
+        ("y ~ 3 + (1 | g)", UsageError, "not a model term"),
     ],
 )
-def test_numpy_fast_path_equals_formulaic(df, expr):
-    from autoglmm.model_frame import _Columns, _formulaic_matrix, _numpy_matrix
-
-    df["num_code"] = np.tile([3, 1, 2, 10], 15)
-    df["float_code"] = np.tile([1.5, 2.0, 0.5], 20)
-    df["x y"] = df["x1"] * 2 + 1
-    df.loc[5, "x1"] = np.nan
-    cols = _Columns(df)
-    cols.mask = df.notna().all(axis=1).to_numpy()
-    cols.used = list(df.columns)
-    fast = _numpy_matrix(expr, cols)
-    assert fast is not None
-    slow = _formulaic_matrix(expr, cols)
-    assert fast[1] == slow[1]
-    np.testing.assert_array_equal(fast[0], slow[0])
+def test_bad_syntax_is_one_line_naming_the_fix(df, formula, error, needle):
+    with pytest.raises(error, match=needle) as info:
+        _frame(formula, df)
+    assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "expr", ["I(x1**2)", "C(cat):x1", "x1*x2", "np.log(x2 + 5)", "0 + C(cat)", "0 + x1 + cat"]
+_NAME_CHARS = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp"), exclude_characters="`\\"
 )
-def test_other_terms_go_to_formulaic(df, expr):
-    from autoglmm.model_frame import _Columns, _numpy_matrix
+_NAMES = st.one_of(
+    st.text(_NAME_CHARS, min_size=1, max_size=12),
+    st.sampled_from(FUNCTION_NAMES + ["if", "TRUE", "x y", "x|y", "~", "1st", "x-y", "it's",
+                                      "学校", "école", "a:b", "(x)", "a`b", "a\\b"]),
+)  # fmt: skip
 
-    assert _numpy_matrix(expr, _Columns(df)) is None
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names=st.lists(_NAMES, min_size=3, max_size=3, unique=True))
+def test_any_column_name_is_the_column(names):
+    """Random names (unicode, spaces, keywords, function names): the fit uses the column."""
+    from autoglmm.formula_syntax import quote_name
+
+    y, x, g = names
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame({y: rng.normal(size=30), x: rng.normal(size=30), g: np.arange(30) % 3})
+    fr = _frame(f"{quote_name(y)} ~ {quote_name(x)} + ({quote_name(x)} | {quote_name(g)})", data)
+    np.testing.assert_array_equal(fr.design.X[:, 1], data[x].to_numpy()[fr.order])
+    np.testing.assert_array_equal(fr.design.Z[:, 1], data[x].to_numpy()[fr.order])
+    np.testing.assert_array_equal(fr.design.y, data[y].to_numpy()[fr.order])
+    assert fr.design.x_names == ("(Intercept)", x) and fr.group_name == g
+    assert fr.design.m == 3

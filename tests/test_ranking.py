@@ -106,3 +106,21 @@ def test_bad_input(data):
         encode_predictors(frame, ["a", "b"], ["b"])
     codes = encode_predictors(frame.fillna(0.0), ["a", "b"], ["b"])
     np.testing.assert_array_equal(codes[:, 1], [0.0, 1.0, 0.0])
+
+
+def test_forest_options_presets_and_errors(data):
+    from autoglmm.ranking import RANKERS
+
+    assert set(RANKERS) == {"merf", "merf_rowlmm", "longiturf", "plain"}
+    plain = rank_predictors(data, "y", "school", ntree=60, seed=3, forest_options="plain")
+    assert plain.settings["forest_options"] == RANKERS["plain"]
+    assert plain.n_iter == 1 and plain.G[0, 0] == 0.0  # one forest, no random effects
+    opts = {"bootstrap_unit": "group", "em_start": "zero", "max_iter": 4}
+    r = rank_predictors(data, "y", "school", ntree=60, seed=3, forest_options=opts)
+    assert r.settings["forest_options"] == opts and r.n_iter <= 4
+    with pytest.raises(UsageError, match="unknown ranker"):
+        rank_predictors(data, "y", "school", ntree=10, forest_options="nope")
+    with pytest.raises(UsageError, match="n_estimators"):
+        rank_predictors(data, "y", "school", ntree=10, forest_options={"n_estimators": 5})
+    with pytest.raises(UsageError, match="bootstrap_unit"):
+        rank_predictors(data, "y", "school", ntree=10, forest_options={"bootstrap_unit": "x"})

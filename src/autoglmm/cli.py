@@ -61,6 +61,18 @@ def fit_command(
     nagq: int = typer.Option(1, "--nagq", help="Quadrature points (GLMM; 1 = Laplace)."),
     weights: str = typer.Option(None, "--weights", help="Column of prior weights."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+    level1_weights: str = typer.Option(
+        None, "--level1-weights", help="Level-1 sampling weights (e.g. TOTWGT): pseudo-ML."
+    ),
+    level2_weights: str = typer.Option(
+        None, "--level2-weights", help="Level-2 sampling weights (e.g. SCHWGT): pseudo-ML."
+    ),
+    conditional_weights: bool = typer.Option(
+        False, "--conditional-weights", help="Level-1 weights are conditional on the group."
+    ),
+    weight_scaling: str = typer.Option(
+        "raw", "--weight-scaling", help="Level-1 weight scaling: raw, cluster or ess."
+    ),
 ) -> None:
     """Fit one mixed model and print its summary (or JSON with --json)."""
     import json
@@ -68,7 +80,11 @@ def fit_command(
     from autoglmm.fitting import fit
 
     try:
-        result = fit(formula, data, family=family, reml=reml, nagq=nagq, weights=weights, link=link)
+        result = fit(
+            formula, data, family=family, reml=reml, nagq=nagq, weights=weights, link=link,
+            level1_weights=level1_weights, level2_weights=level2_weights,
+            conditional_weights=conditional_weights, weight_scaling=weight_scaling,
+        )  # fmt: skip
     except AutoGLMMError as err:
         raise fail(err) from None
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())

@@ -25,7 +25,9 @@ Examples
 
 from __future__ import annotations
 
+import csv
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,7 +146,27 @@ def _read_csv(path: Path) -> pd.DataFrame:
         ) from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path.name} is empty; export the data again") from exc
-    return _with_labels(df, {}, {})
+    df = _with_labels(df, {}, {})
+    renamed = _renamed_duplicates(path, list(df.columns))
+    if renamed:
+        shown = ", ".join(f"'{old}' -> '{new}'" for new, old in renamed.items())
+        warnings.warn(
+            f"{path.name} repeats column name(s); pandas renamed them: {shown}. "
+            "Rename the columns in the file to choose the names yourself",
+            UserWarning,
+            stacklevel=3,
+        )
+        df.attrs["renamed_columns"] = Labels(renamed)
+    return df
+
+
+def _renamed_duplicates(path: Path, columns: list) -> dict[str, str]:
+    """``{new name: name in the file}`` for header names pandas de-duplicated (``ses.1``)."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    if len(header) != len(columns) or len(set(header)) == len(header):
+        return {}
+    return {str(new): old for new, old in zip(columns, header, strict=True) if str(new) != old}
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -117,12 +117,17 @@ def fit(
     weights: str | np.ndarray | None = None,
     link: str | None = None,
     start: dict | None = None,
+    level1_weights: str | np.ndarray | None = None,
+    level2_weights: str | np.ndarray | None = None,
+    conditional_weights: bool = False,
+    weight_scaling: str = "raw",
 ) -> Fit:
     """Fit a two-level linear or generalized linear mixed model.
 
     Parameters
     ----------
-    formula : lme4 syntax, e.g. ``"y ~ x1 + C(sex) + (1 + x1 | school)"``.
+    formula : lme4 syntax as in R, e.g. ``"y ~ x1 + factor(sex) + I(x1^2) + (1 + x1 | school)"``,
+        ``offset(log(n))``, ``cbind(successes, failures) ~ ...`` (binomial), backticked names.
     data : a DataFrame, or a path read by :func:`autoglmm.read_data`.
     family : ``"gaussian"``, ``"binomial"`` or ``"poisson"``; ``link`` overrides the
         canonical link (binomial: ``"probit"``).
@@ -130,6 +135,12 @@ def fit(
     nagq : quadrature points per random effect (GLMMs; 1 = Laplace).
     weights : prior weights, a column name or an array with one value per row.
     start : warm start, e.g. ``other_fit.start_values()``; theta is matched by names.
+    level1_weights, level2_weights : sampling weights (column names or arrays): the model
+        is then fitted by pseudo-maximum likelihood as R's WeMix ``mix()``, with sandwich
+        standard errors (see :mod:`autoglmm.weighted_fit`). Level-1 weights are
+        unconditional (e.g. TIMSS ``TOTWGT``) unless ``conditional_weights`` is True
+        (e.g. ``TOTWGT / SCHWGT``); ``weight_scaling`` is ``"raw"`` (default, as WeMix),
+        ``"cluster"`` or ``"ess"`` (see :mod:`autoglmm.engine.weights`).
 
     Example
     -------
@@ -138,6 +149,14 @@ def fit(
     parsed = parse_formula(formula)
     family, link = _check_options(family, link, reml, nagq)
     data = _as_frame(data)
+    if level1_weights is not None or level2_weights is not None:
+        from autoglmm.weighted_fit import fit_weighted
+
+        return fit_weighted(
+            formula, parsed, data, family=family, link=link, reml=reml, nagq=int(nagq),
+            weights=weights, level1_weights=level1_weights, level2_weights=level2_weights,
+            conditional_weights=conditional_weights, weight_scaling=weight_scaling,
+        )  # fmt: skip
     with single_threaded_blas():  # small products only: BLAS threads cost more than they save
         frame = build_model_frame(parsed, data, family=family, weights=weights)
         engine = _run_engine(frame, family, link, reml, int(nagq), start)

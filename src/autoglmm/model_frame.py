@@ -1,15 +1,25 @@
 """Formula + DataFrame -> :class:`GroupedDesign`: the edge between pandas and the engine.
 
-What lme4's ``lFormula`` does, for one grouping factor:
+What lme4's ``lFormula`` does, for one grouping factor, with one term builder of our own
+(R's grammar in :mod:`~autoglmm.formula_syntax`, R's term algebra in
+:mod:`~autoglmm.formula_terms`, R's ``model.frame`` evaluation in :mod:`~autoglmm.variables`):
 
-- keep the rows that are complete in every column the model uses (reported in messages);
-- build the fixed-effects matrix with formulaic (treatment coding, first level as
-  reference; string columns get sorted levels, as R's ``factor()``; a pandas Categorical
-  keeps its category order);
+- evaluate every variable on all rows, then keep the rows that are complete in all of
+  them, the offsets, the group and the weights (reported in messages); unused factor
+  levels are dropped after that, as lme4's ``drop.unused.levels = TRUE``;
+- code factors as R's ``model.matrix`` does: treatment contrasts with the first level as
+  reference where the term without the factor is in the model (the intercept counts as
+  the empty term), indicator columns otherwise; interaction columns vary the first factor
+  fastest;
 - drop fixed-effects columns that are linearly dependent on earlier ones, detected by a QR
   decomposition in column order (R's ``qr(X, tol = 1e-7)``, as lme4's ``chkRank.drop.cols``),
   and name them;
-- build each random term's columns with formulaic, and the group codes in sorted level order.
+- fill the offset from ``offset(...)`` terms, and turn ``cbind(successes, failures)`` into
+  proportions with prior weights ``successes + failures``, as R's binomial family does.
+
+Column names follow formulaic's convention, which the report reads: ``x``, ``a:b``,
+``sex[T.M]`` / ``C(sex)[T.M]`` / ``factor(k)[T.2]`` for a contrast, ``g[a]`` for an
+indicator, ``I(x^2)``, ``poly(x, 2)1``.
 
 Example
 -------
@@ -20,7 +30,6 @@ Example
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +38,9 @@ import pandas as pd
 from autoglmm.engine.design import GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
+from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary
+from autoglmm.formula_terms import TermList, expand_terms, variables_in_order
+from autoglmm.variables import CONSTANTS, Evaluator, Factor, Numeric, variable_label
 
 RANK_TOL = 1e-7
 
@@ -48,206 +60,137 @@ class ModelFrame:
     response_name: str
 
 
-def _rename(name: str) -> str:
-    return "(Intercept)" if name == "Intercept" else name
+# --- which columns the formula names -----------------------------------------------------
+
+_FIRST_ARG_ONLY = {"factor", "as.factor", "C", "relevel", "poly", "scale"}
 
 
-def _is_number(dtype) -> bool:
-    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+def _names(node, out: list[str]) -> None:
+    """Column names a formula part refers to (function names and options excluded)."""
+    if isinstance(node, Name):
+        out.append(node.id)
+    elif isinstance(node, Paren):
+        _names(node.inner, out)
+    elif isinstance(node, Unary):
+        _names(node.operand, out)
+    elif isinstance(node, BinOp):
+        _names(node.lhs, out)
+        _names(node.rhs, out)
+    elif isinstance(node, Call):
+        args = node.args[:1] if node.func in _FIRST_ARG_ONLY else node.args
+        for arg in args:
+            _names(arg, out)
 
 
-class _Columns:
-    """The input frame seen column by column: dtypes and float arrays looked up once.
-
-    pandas label lookups cost tens of microseconds each (string indexes in pandas 3), and
-    the search builds hundreds of frames, so plain numeric terms go through numpy arrays
-    and formulaic only sees a sub-frame when a term needs it (C(), I(), a:b, ...).
-    """
-
-    def __init__(self, data: pd.DataFrame):
-        self.data = data
-        self.dtypes = dict(zip(data.columns, data.dtypes, strict=True))
-        self._float: dict[str, np.ndarray] = {}
-        self._numeric: dict[str, bool] = {}
-        self.terms: dict[str, tuple[bool, list[_Term]] | None] = {}
-        self.mask: np.ndarray | None = None
-        self._sub: pd.DataFrame | None = None
-        self.used: list[str] = []
-
-    def numeric(self, name: str) -> bool:
-        if name not in self._numeric:
-            self._numeric[name] = name in self.dtypes and _is_number(self.dtypes[name])
-        return self._numeric[name]
-
-    def floats(self, name: str) -> np.ndarray:
-        if name not in self._float:
-            self._float[name] = self.data[name].to_numpy(dtype=float, na_value=np.nan)
-        return self._float[name]
-
-    def sub(self) -> pd.DataFrame:
-        """The used columns of the complete rows (built only when formulaic needs it)."""
-        if self._sub is None:
-            self._sub = self.data.loc[self.mask, self.used]
-        return self._sub
-
-
-_TOKEN = re.compile(
-    r"^(?:C\((?P<cat>[A-Za-z_][\w.]*)\)|`(?P<quoted>[^`]+)`|(?P<name>[A-Za-z_.][\w.]*))$"
-)
-
-
-@dataclass(frozen=True)
-class _Term:
-    """One fixed-effect term numpy can build: a product of numeric columns, or one
-    categorical column in treatment coding. ``label`` is formulaic's column name (prefix)."""
-
-    kind: str  # "num" | "cat"
-    columns: tuple[str, ...]
-    label: str
-
-
-def _factor(token: str, cols: _Columns) -> _Term | None:
-    match = _TOKEN.match(token)
-    if match is None:
-        return None
-    name = match["cat"] or match["quoted"] or match["name"]
-    if name not in cols.dtypes:
-        return None
-    dtype = cols.dtypes[name]
-    if _is_number(dtype) and not match["cat"]:
-        return _Term("num", (name,), name)
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
-        return None  # category order / bool coding: formulaic decides
-    if match["cat"] or pd.api.types.is_string_dtype(dtype):
-        return _Term("cat", (name,), f"C({name})" if match["cat"] else name)
-    return None
-
-
-def _simple_terms(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
-    """:func:`_parse_simple`, once per expression and frame."""
-    if expr not in cols.terms:
-        cols.terms[expr] = _parse_simple(expr, cols)
-    return cols.terms[expr]
-
-
-def _parse_simple(expr: str, cols: _Columns) -> tuple[bool, list[_Term]] | None:
-    """``(intercept, terms)`` when numpy can build ``expr`` exactly as formulaic would.
-
-    Accepted: '1', '0', '-1', numeric columns (backticks allowed), ``C(col)`` and string
-    columns (treatment coding, sorted levels), and ``a:b`` products of numeric columns.
-    Terms are ordered by degree, as formulaic orders them. Anything else returns None and
-    goes to formulaic (about 10-50 ms per formula, which the search would pay hundreds of
-    times).
-    """
-    intercept, terms = True, []
-    for token in (t.strip() for t in expr.split("+")):
-        if token == "1":
-            continue
-        if token in ("0", "-1"):
-            intercept = False
-            continue
-        parts = [_factor(f.strip(), cols) for f in token.split(":")]
-        if any(p is None for p in parts) or (
-            len(parts) > 1 and any(p.kind != "num" for p in parts)
-        ):
-            return None
-        term = (
-            parts[0]
-            if len(parts) == 1
-            else _Term(
-                "num", tuple(c for p in parts for c in p.columns), ":".join(p.label for p in parts)
-            )
-        )
-        if any(t.label == term.label for t in terms):
-            return None
-        terms.append(term)
-    if not intercept and any(t.kind == "cat" for t in terms):
-        return None  # without an intercept formulaic codes a factor in full: its business
-    return intercept, sorted(terms, key=lambda t: len(t.columns))
-
-
-def _required(parsed: ParsedFormula, cols: _Columns) -> list[str]:
-    """Columns used by the model (formulaic's view of each part, plus the group)."""
-    known = cols.dtypes
-    needed: list[str] = [parsed.response] if parsed.response in known else []
-    for part in [parsed.fixed] + [t.expr for t in parsed.random]:
-        simple = _simple_terms(part, cols)
-        if simple is not None:
-            needed.extend(c for term in simple[1] for c in term.columns)
-            continue
-        from formulaic import Formula
-
-        try:
-            variables = Formula(part).required_variables
-        except Exception as err:  # formulaic raises several parser error types
-            raise UsageError(f"cannot parse formula part {part!r}: {err}") from None
-        needed.extend(str(v) for v in variables)
-    if parsed.response not in known:
-        from formulaic import Formula
-
-        needed.extend(str(v) for v in Formula(parsed.response).required_variables)
-    needed.append(parsed.group)
-    out = list(dict.fromkeys(needed))
-    # formulaic also reports names of transforms/constants it could not resolve; only
-    # report those that look like columns.
-    missing = [
-        c
-        for c in out
-        if c not in known and (c.isidentifier() or c in (parsed.group, parsed.response))
-    ]
+def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
+    """One error naming every unknown column (a typo is often not alone)."""
+    names: list[str] = []
+    for node in [parsed.response, parsed.fixed, *(t.expr for t in parsed.random)]:
+        _names(node, names)
+    known = set(data.columns)
+    missing = [n for n in dict.fromkeys(names) if n not in known and n not in CONSTANTS]
+    if parsed.group not in known:
+        missing.append(parsed.group)
     if missing:
         raise DataError(
             f"unknown column(s) {', '.join(missing)}; check the formula against the data's "
-            "column names"
+            "column names (put names with spaces or symbols in backticks)"
         )
-    return [c for c in out if c in known]
 
 
-def _term_columns(term: _Term, cols: _Columns) -> tuple[np.ndarray, list[str]]:
-    if term.kind == "num":
-        col = cols.floats(term.columns[0])[cols.mask]
-        for name in term.columns[1:]:
-            col = col * cols.floats(name)[cols.mask]
-        return col[:, None], [term.label]
-    values = cols.data[term.columns[0]].to_numpy()[cols.mask]
-    codes, levels = pd.factorize(values, sort=True)
-    dummies = (codes[:, None] == np.arange(1, len(levels))[None, :]).astype(float)
-    return dummies, [f"{term.label}[T.{level}]" for level in levels[1:]]
+# --- the rows used -----------------------------------------------------------------------
 
 
-def _numpy_matrix(expr: str, cols: _Columns) -> tuple[np.ndarray, list[str]] | None:
-    """The fast path of :func:`_matrix`; None when the terms need formulaic."""
-    simple = _simple_terms(expr, cols)
-    if simple is None:
-        return None
-    intercept, terms = simple
-    n = int(cols.mask.sum())
-    blocks = [np.ones((n, 1))] if intercept else []
-    names = ["(Intercept)"] if intercept else []
-    try:
-        for term in terms:
-            block, block_names = _term_columns(term, cols)
+def _complete(ev: Evaluator, value, label: str) -> np.ndarray:
+    if isinstance(value, Factor):
+        return value.codes >= 0
+    values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    if np.isinf(values).any():
+        what = f"column '{label}'" if label in ev.columns else f"'{label}'"
+        raise DataError(f"{what} has infinite values; replace them with missing or finite values")
+    return ~np.isnan(values).any(axis=1)
+
+
+# --- the model matrix of one right-hand side ---------------------------------------------
+
+
+class _Builder:
+    """Columns of the terms of one model, on the complete rows ``mask``."""
+
+    def __init__(self, ev: Evaluator, mask: np.ndarray):
+        self.ev = ev
+        self.mask = mask
+        self.n = int(mask.sum())
+        self.levels: dict = {}
+
+    def factor(self, node) -> tuple[np.ndarray, tuple]:
+        """Codes on the used rows with unused levels dropped (lme4's drop.unused.levels)."""
+        if node not in self.levels:
+            value = self.ev.variable(node)
+            codes = value.codes[self.mask]
+            present = np.bincount(codes, minlength=len(value.levels)) > 0
+            remap = np.cumsum(present) - 1
+            levels = tuple(v for v, p in zip(value.levels, present, strict=True) if p)
+            self.levels[node] = (remap[codes], levels)
+        return self.levels[node]
+
+    def variable_columns(self, node, contrast: bool) -> tuple[np.ndarray, list[str]]:
+        value = self.ev.variable(node)
+        label = variable_label(node)
+        if isinstance(value, Numeric):
+            return value.values[self.mask], [label + s for s in value.suffixes]
+        codes, levels = self.factor(node)
+        first = 1 if contrast else 0
+        block = (codes[:, None] == np.arange(first, len(levels))[None, :]).astype(float)
+        fmt = "{}[T.{}]" if contrast else "{}[{}]"
+        return block, [fmt.format(label, _level_text(v)) for v in levels[first:]]
+
+    def matrix(self, terms: TermList) -> tuple[np.ndarray, list[str]]:
+        """R's model.matrix for ``terms`` (coding decided by :func:`_codings`)."""
+        codings = _codings(terms, lambda v: isinstance(self.ev.variable(v), Factor))
+        blocks = [np.ones((self.n, 1))] if terms.intercept else []
+        names = ["(Intercept)"] if terms.intercept else []
+        for term, coding in zip(terms.terms, codings, strict=True):
+            block, block_names = np.ones((self.n, 1)), [""]
+            for var, contrast in zip(term, coding, strict=True):
+                cols, col_names = self.variable_columns(var, contrast)
+                # the earlier variables vary fastest, as in R's model.matrix
+                block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
+                block_names = [f"{a}:{b}" if a else b for b in col_names for a in block_names]
             blocks.append(block)
             names.extend(block_names)
-    except TypeError:  # unsortable mixed-type levels: let formulaic decide
-        return None
-    return (np.column_stack(blocks) if blocks else np.empty((n, 0))), names
+        X = np.column_stack(blocks) if blocks else np.empty((self.n, 0))
+        return X, names
 
 
-def _formulaic_matrix(expr: str, cols: _Columns) -> tuple[np.ndarray, list[str]]:
-    from formulaic import model_matrix  # imported only for terms numpy cannot build
+def _codings(terms: TermList, is_factor) -> list[list[bool]]:
+    """Per term and variable: True = contrasts, False = indicator columns (R's TermCode).
 
-    try:
-        mm = model_matrix(expr, cols.sub(), na_action="ignore")
-    except Exception as err:
-        raise UsageError(f"cannot build model terms {expr!r}: {err}") from None
-    return np.asarray(mm, dtype=float), [_rename(str(c)) for c in mm.columns]
+    A variable is coded by contrasts when the term without it is empty or contained in an
+    earlier term; otherwise by indicators. Without an intercept, the first factor of the
+    first term that has one is coded by indicators (R's model.matrix).
+    """
+    codings = []
+    for j, term in enumerate(terms.terms):
+        earlier = [set(t) for t in terms.terms[:j]]
+        codings.append(
+            [not (margin := set(term) - {var}) or any(margin <= t for t in earlier) for var in term]
+        )
+    if not terms.intercept:
+        for term, coding in zip(terms.terms, codings, strict=True):
+            first = next((i for i, var in enumerate(term) if is_factor(var)), None)
+            if first is not None:
+                coding[first] = False
+                break
+    return codings
 
 
-def _matrix(expr: str, cols: _Columns) -> tuple[np.ndarray, list[str]]:
-    """Model matrix of a right-hand side: numpy for simple terms, formulaic otherwise."""
-    fast = _numpy_matrix(expr, cols)
-    return fast if fast is not None else _formulaic_matrix(expr, cols)
+def _level_text(value) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "TRUE" if value else "FALSE"  # R's names: flagTRUE
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
@@ -285,33 +228,87 @@ def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     return keep
 
 
-def _response(parsed: ParsedFormula, cols: _Columns, family: str) -> np.ndarray:
-    name = parsed.response
-    if name in cols.dtypes and not cols.numeric(name):
-        values = cols.data[name][cols.mask]
-        levels = (
-            list(values.cat.categories)
-            if isinstance(values.dtype, pd.CategoricalDtype)
-            else sorted(pd.unique(values).tolist())
-        )
+def _response(parsed: ParsedFormula, ev: Evaluator, family: str) -> tuple[list, object]:
+    """The response's pieces (for the complete-rows check) and how to finish it."""
+    node = parsed.response
+    if isinstance(node, Call) and node.func == "cbind":
+        if family != "binomial":
+            raise UsageError(
+                f"{parsed.response_text} is a binomial count response; use family='binomial'"
+            )
+        if len(node.args) != 2 or node.kwargs:
+            raise UsageError(
+                f"{parsed.response_text}: write cbind(successes, failures), two columns"
+            )
+        parts = [ev.numeric(a, "cbind() column") for a in node.args]
+        return [(parsed.response_text, p[:, None]) for p in parts], parts
+    value = ev.variable(node)
+    return [(parsed.response_text, value)], value
+
+
+def _finish_response(
+    parsed: ParsedFormula, value, builder: _Builder, family: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(y, binomial trials or None)`` on the used rows."""
+    mask = builder.mask
+    if isinstance(value, list):  # cbind(successes, failures), as R's binomial()$initialize
+        s, f = value[0][mask], value[1][mask]
+        if np.any(s < 0) or np.any(f < 0):
+            raise DataError(f"{parsed.response_text}: counts must be non-negative")
+        n = s + f
+        with np.errstate(all="ignore"):
+            return np.where(n == 0, 0.0, s / n), n
+    if isinstance(value, Factor):
+        codes, levels = builder.factor(parsed.response)
         if family == "binomial" and len(levels) == 2:
-            return (values == levels[1]).to_numpy(dtype=float)
+            return codes.astype(float), None
+        name = parsed.response_name
         raise DataError(
             f"response '{name}' is not numeric; for family={family!r} give a numeric column"
             + (" (or a two-level column for binomial)" if family != "binomial" else "")
         )
-    if name in cols.dtypes:
-        return cols.floats(name)[cols.mask]
-    y, _ = _matrix(f"0 + {name}", cols)
-    if y.shape[1] != 1:
-        raise UsageError(f"response '{name}' must be one column")
-    return y[:, 0]
+    if value.values.shape[1] != 1:
+        raise UsageError(f"response '{parsed.response_text}' must be one column")
+    return value.values[mask, 0], None
 
 
-def _random_matrix(parsed: ParsedFormula, cols: _Columns):
+def _weights(weights, ev: Evaluator) -> np.ndarray | None:
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        return ev.column(weights).to_numpy(dtype=float, na_value=np.nan)
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(ev.data),):
+        raise UsageError(f"weights must have one value per row ({len(ev.data)}), got {w.shape}")
+    return w
+
+
+def _check_weights(w: np.ndarray | None) -> None:
+    if w is not None and (not np.all(np.isfinite(w)) or np.any(w < 0)):
+        raise DataError("weights must be finite and non-negative; fix or drop those rows")
+
+
+def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(np.flatnonzero(mask).astype(np.int64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=float).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _group_codes(ev: Evaluator, group: str, mask: np.ndarray) -> tuple[np.ndarray, tuple]:
+    codes, levels = pd.factorize(ev.column(group).to_numpy()[mask], sort=True)
+    if len(levels) < 2:
+        raise DataError(
+            f"grouping factor '{group}' has {len(levels)} level(s); "
+            "a mixed model needs at least 2 groups"
+        )
+    return codes, tuple(np.asarray(levels).tolist())
+
+
+def _random_matrix(parsed: ParsedFormula, builder: _Builder, random: list[TermList]):
     blocks_z, names, blocks = [], [], []
-    for term in parsed.random:
-        Z, term_names = _matrix(term.expr, cols)
+    for term, terms in zip(parsed.random, random, strict=True):
+        Z, term_names = builder.matrix(terms)
         if Z.shape[1] == 0:
             raise UsageError(f"random term {term.text} has no columns")
         blocks_z.append(Z)
@@ -324,58 +321,36 @@ def _random_matrix(parsed: ParsedFormula, cols: _Columns):
     return np.column_stack(blocks_z), tuple(names), tuple(blocks)
 
 
-def _weights(weights, cols: _Columns) -> np.ndarray | None:
-    if weights is None:
-        return None
-    if isinstance(weights, str):
-        w = cols.floats(weights)
-    else:
-        w = np.asarray(weights, dtype=float)
-        if w.shape != (len(cols.data),):
-            raise UsageError(
-                f"weights must have one value per row ({len(cols.data)}), got {w.shape}"
-            )
-    w = w[cols.mask]
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise DataError("weights must be finite and non-negative; fix or drop those rows")
-    return w
+def _expand(parsed: ParsedFormula) -> tuple[TermList, list[TermList]]:
+    fixed = expand_terms(parsed.fixed)
+    random = [expand_terms(t.expr) for t in parsed.random]
+    for term, terms in zip(parsed.random, random, strict=True):
+        if terms.offsets:
+            raise UsageError(f"offset() belongs in the fixed part, not in {term.text}")
+    return fixed, random
 
 
-def _complete_rows(cols: _Columns, used: list[str], weights) -> np.ndarray:
-    """Rows complete in every used column; infinite numbers are an error, not missing."""
-    names = list(dict.fromkeys(list(used) + ([weights] if isinstance(weights, str) else [])))
-    mask = np.ones(len(cols.data), bool)
-    other = []
-    for name in names:
-        if not cols.numeric(name):
-            other.append(name)
-            continue
-        vals = cols.floats(name)
-        if np.isinf(vals).any():
-            raise DataError(
-                f"column '{name}' has infinite values; replace them with missing or finite values"
-            )
-        mask &= ~np.isnan(vals)
-    if other:
-        mask &= cols.data[other].notna().all(axis=1).to_numpy()
+def _pieces(parsed: ParsedFormula, ev: Evaluator, fixed: TermList, response: list) -> list:
+    """Everything whose missing values drop a row: response, variables, offsets, group."""
+    nodes = variables_in_order(parsed.fixed)
+    for term in parsed.random:
+        nodes += [v for v in variables_in_order(term.expr) if v not in nodes]
+    pieces = list(response)
+    pieces += [(variable_label(v), ev.variable(v)) for v in nodes]
+    pieces += [(variable_label(o), ev.numeric(o, "offset")[:, None]) for o in fixed.offsets]
+    group = ev.column(parsed.group)
+    pieces.append((parsed.group, Factor(np.where(group.isna().to_numpy(), -1, 0), (0,))))
+    return pieces
+
+
+def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
+    """Rows complete in every piece (R's na.omit); infinite numbers are an error."""
+    mask = np.ones(len(ev.data), bool)
+    for label, value in pieces:
+        mask &= _complete(ev, value, label)
+    if not mask.any():
+        raise DataError("no complete rows for the model's columns; check for missing values")
     return mask
-
-
-def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.sha1()
-    h.update(np.flatnonzero(mask).astype(np.int64).tobytes())
-    h.update(np.ascontiguousarray(y, dtype=float).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _group_codes(cols: _Columns, group: str) -> tuple[np.ndarray, tuple]:
-    codes, levels = pd.factorize(cols.data[group].to_numpy()[cols.mask], sort=True)
-    if len(levels) < 2:
-        raise DataError(
-            f"grouping factor '{group}' has {len(levels)} level(s); "
-            "a mixed model needs at least 2 groups"
-        )
-    return codes, tuple(np.asarray(levels).tolist())
 
 
 def build_model_frame(
@@ -388,19 +363,29 @@ def build_model_frame(
     """Build the grouped design of ``parsed`` on ``data`` (see module docstring)."""
     if isinstance(weights, str) and weights not in data.columns:
         raise DataError(f"unknown weights column '{weights}'; check the column names")
-    cols = _Columns(data)
-    cols.used = _required(parsed, cols)
-    cols.mask = mask = _complete_rows(cols, cols.used, weights)
+    _check_columns(parsed, data)
+    fixed, random = _expand(parsed)
+    ev = Evaluator(data)
+    response, response_value = _response(parsed, ev, family)
+    pieces = _pieces(parsed, ev, fixed, response)
+    w = _weights(weights, ev)
+    if w is not None:
+        pieces.append(("weights", w[:, None]))
+    mask = _complete_rows(ev, pieces)
     n_dropped = int(len(mask) - mask.sum())
-    messages = []
+    messages = list(fixed.notes) + [n for t in random for n in t.notes]
     if n_dropped:
         messages.append(f"{n_dropped} row(s) with missing values in model columns dropped")
-    if n_dropped == len(mask):
-        raise DataError("no complete rows for the model's columns; check for missing values")
-    X, x_names = _matrix(parsed.fixed, cols)
+    builder = _Builder(ev, mask)
+    X, x_names = builder.matrix(fixed)
     if X.shape[1] == 0:
-        raise UsageError(f"the fixed part {parsed.fixed!r} has no columns; add '1' at least")
-    y = _response(parsed, cols, family)
+        raise UsageError(f"the fixed part {parsed.fixed_text!r} has no columns; add '1' at least")
+    y, trials = _finish_response(parsed, response_value, builder, family)
+    w = None if w is None else w[mask]
+    _check_weights(w)
+    if trials is not None:
+        w = trials if w is None else w * trials
+    offset = sum((ev.numeric(o, "offset")[mask] for o in fixed.offsets), np.zeros(builder.n))
     keep = independent_columns(X)
     dropped = tuple(n for n, k in zip(x_names, keep, strict=True) if not k)
     if dropped:
@@ -408,10 +393,11 @@ def build_model_frame(
             "fixed-effect model matrix is rank deficient so dropping "
             f"{len(dropped)} column(s): {', '.join(dropped)}"
         )
-    Z, z_names, blocks = _random_matrix(parsed, cols)
-    codes, levels = _group_codes(cols, parsed.group)
+    Z, z_names, blocks = _random_matrix(parsed, builder, random)
+    codes, levels = _group_codes(ev, parsed.group, mask)
     design, order = make_design(
-        X[:, keep], y, Z, codes, re_blocks=blocks, weights=_weights(weights, cols),
+        X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
+        offset=offset if fixed.offsets else None,
         x_names=tuple(n for n, k in zip(x_names, keep, strict=True) if k),
         z_names=z_names, group_levels=levels,
     )  # fmt: skip
@@ -424,5 +410,5 @@ def build_model_frame(
         n_dropped_rows=n_dropped,
         messages=tuple(messages),
         group_name=parsed.group,
-        response_name=parsed.response,
+        response_name=parsed.response_name,
     )

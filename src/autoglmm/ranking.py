@@ -22,7 +22,32 @@ import pandas as pd
 from autoglmm.errors import DataError, UsageError
 from autoglmm.forest.importance import rank_order
 
-__all__ = ["Ranking", "encode_predictors", "rank_predictors"]
+__all__ = ["RANKERS", "Ranking", "encode_predictors", "rank_predictors"]
+
+#: The rankers of the selection study, as ``forest_options`` of :func:`rank_predictors`
+#: (keyword arguments of :class:`~autoglmm.forest.merf.MixedEffectsRandomForest`):
+#:
+#: - ``"merf"``: the cluster-aware MERF (out of bag = out of group, level-2 columns
+#:   permuted across groups, EM from b = 0 stopped at a plateau);
+#: - ``"merf_rowlmm"``: the MERF of autoglmm 0.x: row bootstrap, EM from the null LMM's
+#:   random effects, stopped at the first fall of the log-likelihood;
+#: - ``"longiturf"``: LongituRF-like: row bootstrap and row permutation, EM from b = 0;
+#: - ``"plain"``: one forest without random effects, row bootstrap (randomForest).
+RANKERS: dict[str, dict[str, Any]] = {
+    "merf": {
+        "bootstrap_unit": "group", "level2_permutation": "group",
+        "em_start": "zero", "em_stop": "plateau",
+    },
+    "merf_rowlmm": {
+        "bootstrap_unit": "row", "level2_permutation": "row",
+        "em_start": "lmm", "em_stop": "first_fall",
+    },
+    "longiturf": {
+        "bootstrap_unit": "row", "level2_permutation": "row",
+        "em_start": "zero", "em_stop": "plateau",
+    },
+    "plain": {"random_effects": False, "bootstrap_unit": "row", "level2_permutation": "row"},
+}  # fmt: skip
 
 ProgressArg = bool | Callable[[str, int, int], None] | None
 
@@ -140,6 +165,7 @@ def rank_predictors(
     n_repeats: int = 1,
     n_jobs: int | None = None,
     progress: ProgressArg = False,
+    forest_options: dict[str, Any] | str | None = None,
 ) -> Ranking:
     """Rank candidate predictors by MERF OOB permutation importance.
 
@@ -154,6 +180,11 @@ def rank_predictors(
         importance is then the mean over repeats.
     n_jobs : threads; the ranking is identical for any value.
     progress : True for rich progress bars, or a callable ``(stage, done, total)``.
+    forest_options : further keyword arguments of
+        :class:`~autoglmm.forest.merf.MixedEffectsRandomForest` (``bootstrap_unit``,
+        ``level2_permutation``, ``em_start``, ``em_stop``, ``random_effects``, ``max_iter``,
+        ``em_estimators``, ...), or the name of a preset in :data:`RANKERS`
+        (``"merf"``, ``"merf_rowlmm"``, ``"longiturf"``, ``"plain"``). None: the defaults.
 
     Returns
     -------
@@ -170,6 +201,7 @@ def rank_predictors(
 
     if int(n_repeats) < 1 or int(ntree) < 1:
         raise UsageError("ntree and n_repeats must be positive integers; e.g. --ntree 2000")
+    options = _forest_options(forest_options)
     sample = build_sample(
         data, outcome, group, predictors=predictors, exclude=exclude,
         max_missing=max_missing, min_group_size=min_group_size, family=family,
@@ -190,6 +222,7 @@ def rank_predictors(
                 n_estimators=int(ntree), max_features=None if mtry is None else int(mtry),
                 min_samples_leaf=min_samples_leaf, family=family, random_state=int(s),
                 n_jobs=n_jobs, progress=None if report is None else report.for_repeat(k),
+                **options,
             )  # fmt: skip
             merf.fit(X, y, groups)
             del merf.forest_  # keep the importances, not ~100 MB of trees per repeat
@@ -199,12 +232,41 @@ def rank_predictors(
     settings = {
         "family": family, "ntree": int(ntree), "mtry": int(first.max_features_),
         "min_samples_leaf": int(min_samples_leaf), "seed": int(seed),
-        "n_repeats": int(n_repeats), "n_obs": int(len(y)), "n_groups": int(len(first.groups_)),
+        "n_repeats": int(n_repeats), "n_obs": int(len(y)),
+        "n_groups": int(sample.n_groups), "forest_options": dict(options),
     }  # fmt: skip
     return Ranking(
         table=table, report=sample.report, settings=settings,
         sigma2=float(first.sigma2_), G=np.array(first.G_), n_iter=int(first.n_iter_),
     )  # fmt: skip
+
+
+_FIXED_BY_RANKING = ("n_estimators", "max_features", "min_samples_leaf", "family",
+                     "random_state", "n_jobs", "progress")  # fmt: skip
+
+
+def _forest_options(options: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The MERF keyword arguments of ``forest_options`` (a dict or a RANKERS name)."""
+    from autoglmm.forest.merf import MixedEffectsRandomForest
+
+    if options is None:
+        return {}
+    if isinstance(options, str):
+        if options not in RANKERS:
+            raise UsageError(f"unknown ranker {options!r}; choose one of {', '.join(RANKERS)}")
+        return dict(RANKERS[options])
+    known = set(MixedEffectsRandomForest().get_params()) - set(_FIXED_BY_RANKING)
+    bad = sorted(set(options) - known)
+    if bad:
+        raise UsageError(
+            f"forest_options has unknown or reserved key(s) {', '.join(bad)}; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+    try:
+        MixedEffectsRandomForest(**options)._check_params()
+    except ValueError as err:
+        raise UsageError(f"forest_options: {err}") from None
+    return dict(options)
 
 
 def encode_predictors(

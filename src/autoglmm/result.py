@@ -62,6 +62,7 @@ class Fit:
     theta: np.ndarray
     convergence: ConvergenceReport
     fitted: pd.Series | None = field(default=None, repr=False)
+    sampling: dict[str, Any] | None = None  # sampling weights (pseudo-ML): see weighted_fit
 
     # --- derived statistics -----------------------------------------------------------
     @property
@@ -239,6 +240,7 @@ class Fit:
                 "hessian_min_eigenvalue": _num(self.convergence.hessian_min_eigenvalue),
                 "grad_tol": float(self.convergence.grad_tol),
             },
+            **({"sampling_weights": self.sampling} if self.sampling is not None else {}),
         }
 
 

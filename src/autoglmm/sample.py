@@ -276,7 +276,9 @@ def build_sample(
     g_codes, g_levels = _group_codes(work[group], group)
     y = _outcome_values(work[outcome], outcome)
     track = _StepLog(g_codes)
-    track.record("input", "input data", np.ones(len(work), dtype=bool))
+    renamed = data.attrs.get("renamed_columns") or {}
+    detail = "; ".join(f"repeated column '{old}' renamed '{new}'" for new, old in renamed.items())
+    track.record("input", "input data", np.ones(len(work), dtype=bool), detail)
     rows = (g_codes >= 0) & ~np.isnan(y)
     n_missing = (
         f"{int(np.isnan(y).sum())} missing outcome, {int((g_codes < 0).sum())} missing group"

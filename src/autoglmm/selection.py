@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -598,12 +597,11 @@ def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
     )
 
 
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-
 def _quote(name: str) -> str:
-    """Backtick-quote a column name that is not a plain identifier (formulaic's rule)."""
-    return name if _PLAIN.match(name) else f"`{name}`"
+    """A column name as R reads it in a formula: backticked (and escaped) unless plain."""
+    from autoglmm.formula_syntax import quote_name
+
+    return quote_name(name)
 
 
 def _fmt_p(p: float) -> str:

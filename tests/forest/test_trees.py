@@ -94,3 +94,45 @@ def test_weights_shift_leaf_means():
 
 def test_rank_order_keeps_column_order_on_ties():
     np.testing.assert_array_equal(rank_order([0.5, 2.0, 0.5, 3.0]), [3, 2, 4, 1])
+
+
+@pytest.fixture(scope="module")
+def school_data():
+    """y = school effect + x0 + noise; ``x_id`` is a school-level column with no effect
+    of its own that identifies the schools (distinct value per school)."""
+    rng = np.random.default_rng(4)
+    m, size = 60, 20
+    g = np.repeat(np.arange(m), size)
+    u = rng.normal(0.0, 2.0, m)
+    x0 = rng.normal(size=m * size)
+    x_id = rng.permutation(m)[g].astype(float)
+    X = np.column_stack([x0, x_id])
+    return X, u[g] + x0 + rng.normal(0.0, 0.5, m * size), g
+
+
+def test_group_bootstrap_oob_is_out_of_group(school_data):
+    X, y, g = school_data
+    binner = Binner.fit(X)
+    kw = dict(n_trees=40, mtry=2, min_samples_leaf=5, seeds=tree_seeds(0, 0, 40))
+    forest = grow_forest(binner.transform(X), binner, y, groups=g, group_bootstrap=True, **kw)
+    counts = forest.oob_count.reshape(60, 20)
+    assert (counts == counts[:, :1]).all()  # a whole school is out of bag, or none of it
+    # a school is OOB in a tree with probability (1 - 1/m)^m
+    assert counts[:, 0].mean() / 40 == pytest.approx((1 - 1 / 60) ** 60, abs=0.05)
+
+
+def test_school_identifier_has_no_out_of_school_importance(school_data):
+    """Row bootstrap: OOB students have in-bag classmates, so the school-identifying
+    column carries their school's mean and gets a large importance. Out of school it
+    predicts nothing, permuted across groups or not."""
+    X, y, g = school_data
+    binner = Binner.fit(X)
+    Xb = binner.transform(X)
+    kw = dict(n_trees=100, mtry=2, min_samples_leaf=5, seeds=tree_seeds(1, 0, 100))
+    row = forest_importance(grow_forest(Xb, binner, y, importance=True, **kw)).permutation
+    by_group = dict(groups=g, group_bootstrap=True, level2=np.array([False, True]))
+    grp = forest_importance(grow_forest(Xb, binner, y, importance=True, **by_group, **kw))
+    grp = grp.permutation
+    assert row[1] > 2.0  # most of the school variance (4) through the identifier
+    assert grp[1] < 0.1 * row[1]
+    assert grp[0] > 0.5  # the student-level effect (variance 1) is still found

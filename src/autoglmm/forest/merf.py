@@ -50,6 +50,14 @@ from autoglmm.forest.trees import Binner, Forest, grow_forest, tree_seeds
 __all__ = ["MixedEffectsRandomForest"]
 
 _FAMILIES = ("gaussian", "binomial", "poisson")
+_CHOICES = {
+    "fixed_part": ("oob", "inbag"),
+    "bootstrap_unit": ("group", "row"),
+    "level2_permutation": ("group", "row"),
+    "em_start": ("zero", "lmm"),
+    "em_stop": ("plateau", "first_fall"),
+}
+_PATIENCE = 3  # em_stop="plateau": iterations without a new best log-likelihood
 _FINAL_STREAM = 1_000_003  # seed stream of the final forest, apart from the EM streams
 Progress = Callable[[str, int, int], None]
 
@@ -70,6 +78,25 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     max_bins : bins per feature (features with fewer distinct values keep them all).
     family : "gaussian", "binomial" (logit) or "poisson" (log).
     fixed_part : "oob" (default) or "inbag"; "inbag" is a diagnostic that collapses sigma2.
+    bootstrap_unit : what each tree's bootstrap draws, and so what "out of bag" means.
+        "group": whole groups with replacement (as many draws as groups), so a row is out
+        of bag only together with its whole group: OOB predictions, the EM's fixed part and
+        the permutation importance are out-of-school, and a school-level column cannot
+        pass a school's mean from in-bag classmates to an OOB student. "row": rows with
+        replacement (randomForest, LongituRF). Without ``groups`` in ``fit`` it is "row".
+    level2_permutation : how the importance permutes a level-2 column (one constant within
+        every group; detected in ``fit``, see ``level2_features_``). "group": the OOB
+        groups' values are shuffled across the OOB groups, all rows of a group together;
+        "row": across OOB rows like every other column (randomForest).
+    em_start : "zero": the EM starts at b = 0 (Hajjem et al., LongituRF), so the first
+        forest sees the group-level signal; "lmm": it starts from the random effects of the
+        linear mixed model ``y ~ Z + (Z | g)``, which take most of each group's mean first.
+    em_stop : "first_fall": stop at the first fall of the log-likelihood (or a change below
+        ``tol``); "plateau": stop when the log-likelihood changes by less than ``tol``, or
+        has not improved on its best for 3 iterations, so one noisy step does not end it.
+    random_effects : False fits one forest without random effects (a plain forest); the
+        ``groups`` passed to ``fit`` are then used only for ``bootstrap_unit`` and
+        ``level2_permutation``.
     random_state, n_jobs : seed and threads; results do not depend on ``n_jobs``.
     progress : optional callable ``progress(stage, done, total)``, stage "em" or "trees".
 
@@ -77,6 +104,8 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     ----------
     b_ : (m, q) random effects of ``groups_``; ``sigma2_``, ``G_``: variance components.
     beta_ : coefficients of the linear term in ``[1, Z]`` of the fixed part.
+    level2_features_ : (p,) bool, features constant within every group (all False without
+        ``groups``).
     n_iter_, converged_ : EM iterations (small forests) and whether the rule stopped them.
     loglik_, sigma2_history_, G_history_ : per EM iteration, plus the final full-forest
         update as the last entry. ``loglik_`` is ``-GLL / 2`` of Hajjem et al.
@@ -103,6 +132,11 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         max_bins: int = 64,
         family: str = "gaussian",
         fixed_part: str = "oob",
+        bootstrap_unit: str = "row",
+        level2_permutation: str = "row",
+        em_start: str = "lmm",
+        em_stop: str = "first_fall",
+        random_effects: bool = True,
         random_state=None,
         n_jobs: int | None = None,
         progress: Progress | None = None,
@@ -116,6 +150,11 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         self.max_bins = max_bins
         self.family = family
         self.fixed_part = fixed_part
+        self.bootstrap_unit = bootstrap_unit
+        self.level2_permutation = level2_permutation
+        self.em_start = em_start
+        self.em_stop = em_stop
+        self.random_effects = random_effects
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.progress = progress
@@ -138,16 +177,26 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         Xb = binner.transform(X)
         rng = check_random_state(self.random_state)
         self._seed = int(rng.randint(0, 2**31 - 1))
+        self._gcode = None
+        self.level2_features_ = np.zeros(p, dtype=bool)
         if groups is None:
             return self._fit_plain(Xb, binner, y)
         codes, labels = _group_codes(groups, n)
         if len(labels) < 2:
             raise ValueError("groups has a single group; a mixed model needs at least 2 groups")
+        order = np.argsort(codes, kind="stable")
+        starts = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+        self._gcode = codes[order]
+        self.level2_features_ = _constant_within(Xb[:, order], starts)
+        if not self.random_effects:
+            self._fit_plain(Xb[:, order], binner, y[order])
+            f = np.empty(n)
+            f[order] = self.oob_prediction_
+            self.oob_prediction_ = f
+            return self
         Zm = np.ones((n, 1)) if Z is None else check_array(Z, dtype=np.float64)
         if Zm.shape[0] != n:
             raise ValueError(f"Z has {Zm.shape[0]} rows but X has {n}; pass one row per row")
-        order = np.argsort(codes, kind="stable")
-        starts = np.searchsorted(codes[order], np.arange(len(labels) + 1))
         state, f_sorted = self._em(Xb[:, order], binner, y[order], Zm[order], starts)
         self.groups_ = labels
         self.b_ = state.b
@@ -179,7 +228,8 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         D = _linear_design(Z, self.add_intercept_)
         state = _initial_state(y, Z, len(starts) - 1, self.family)
         fixed = np.full(len(y), np.mean(y) if gaussian else _link(np.mean(y), self.family))
-        state, fixed = _warm_start(y, Z, D, starts, fixed, state, self)
+        if self.em_start == "lmm":
+            state, fixed = _warm_start(y, Z, D, starts, fixed, state, self)
         lls, s2s, Gs = [], [], []
         self.converged_ = False
         n_em = int(min(self.em_estimators, self.n_estimators))
@@ -193,7 +243,7 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
             Gs.append(state.G.copy())
             if self.progress is not None:
                 self.progress("em", it + 1, self.max_iter)
-            if _converged(lls, self.tol, gaussian):
+            if _converged(lls, self.tol, gaussian, self.em_stop):
                 self.converged_ = True
                 break
         self.n_iter_ = len(lls)
@@ -244,6 +294,8 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
             min_samples_leaf=self.min_samples_leaf,
             seeds=tree_seeds(self._seed, stream, int(n_trees)),
             sample_weight=w, importance=importance, n_jobs=self.n_jobs, progress=report,
+            groups=self._gcode, group_bootstrap=self.bootstrap_unit == "group",
+            level2=self.level2_features_ if self.level2_permutation == "group" else None,
         )  # fmt: skip
 
     def _fixed_part(self, forest: Forest, Xb: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -289,8 +341,9 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     def _check_params(self) -> None:
         if self.family not in _FAMILIES:
             raise ValueError(f"family must be one of {_FAMILIES}, got {self.family!r}")
-        if self.fixed_part not in ("oob", "inbag"):
-            raise ValueError("fixed_part must be 'oob' or 'inbag'")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("n_estimators", "em_estimators", "min_samples_leaf", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer")
@@ -327,20 +380,37 @@ def _group_codes(groups, n: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(labels)
 
 
-def _converged(lls: list[float], tol: float, gaussian: bool) -> bool:
-    """Stop when the log-likelihood changes by less than ``tol`` (relative), or when its
-    change reverses direction: then the forests' sampling noise has overtaken the progress
-    of the iterations. EM increases it (gaussian); under PQL the working response moves
-    too, so there the expected direction is that of the previous change.
+def _converged(lls: list[float], tol: float, gaussian: bool, rule: str) -> bool:
+    """Stop when the log-likelihood changes by less than ``tol`` (relative), or
+
+    - ``rule="first_fall"``: when its change reverses direction: then the forests' sampling
+      noise has overtaken the progress of the iterations. EM increases it (gaussian); under
+      PQL the working response moves too, so there the expected direction is that of the
+      previous change. One noisy step can end the EM early.
+    - ``rule="plateau"``: when the last ``_PATIENCE`` iterations have not improved on the
+      best value before them by more than ``tol`` (relative); a single fall does not stop.
     """
     if len(lls) < 2:
         return False
     d = lls[-1] - lls[-2]
     if abs(d) <= tol * abs(lls[-2]):
         return True
+    if rule == "plateau":
+        if len(lls) <= _PATIENCE:
+            return False
+        best = max(lls[:-_PATIENCE])
+        return max(lls[-_PATIENCE:]) <= best + tol * abs(best)
     if gaussian:
         return d < 0
     return len(lls) >= 3 and d * (lls[-2] - lls[-3]) < 0
+
+
+def _constant_within(Xb: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(p,) bool: features whose (binned) value is constant within every group; rows sorted
+    by group, ``starts`` the first row of each group plus the end."""
+    lo = np.minimum.reduceat(Xb, starts[:-1], axis=1)
+    hi = np.maximum.reduceat(Xb, starts[:-1], axis=1)
+    return np.all(lo == hi, axis=1)
 
 
 def _fill_oob(forest: Forest, target: np.ndarray) -> np.ndarray:

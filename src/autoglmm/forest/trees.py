@@ -69,10 +69,20 @@ def _randint(state, k):
 
 
 @njit(cache=True)
-def _bootstrap(n, sw, y, state):
+def _bootstrap(n, sw, y, state, gcode, n_boot_groups):
+    """Bootstrap counts of the rows: ``n`` rows with replacement, or, with
+    ``n_boot_groups > 0``, that many whole groups with replacement (every row of a group
+    drawn k times counts k times, so out of bag means out of group)."""
     cnt = np.zeros(n, np.int64)
-    for _ in range(n):
-        cnt[_randint(state, n)] += 1
+    if n_boot_groups > 0:
+        gcnt = np.zeros(n_boot_groups, np.int64)
+        for _ in range(n_boot_groups):
+            gcnt[_randint(state, n_boot_groups)] += 1
+        for i in range(n):
+            cnt[i] = gcnt[gcode[i]]
+    else:
+        for _ in range(n):
+            cnt[_randint(state, n)] += 1
     n_in = 0
     for i in range(n):
         if cnt[i] > 0:
@@ -213,11 +223,14 @@ def _partition(col, thr, arr, start, end, buf):
 
 
 @njit(cache=True)
-def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr, left, value, imp):
+def _grow_tree(
+    Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr, left, value, imp, gcode,
+    n_boot_groups
+):  # fmt: skip
     """Grow one tree into the node arrays; return (n_nodes, oob rows, their leaf values,
     node parents, node OOB ranges)."""
     p, n = Xb.shape
-    cnt, wc, wy, idx, oob = _bootstrap(n, sw, y, state)
+    cnt, wc, wy, idx, oob = _bootstrap(n, sw, y, state, gcode, n_boot_groups)
     max_nodes = feat.shape[0]
     parent = np.full(max_nodes, -1, np.int64)
     olo = np.zeros(max_nodes, np.int64)
@@ -287,13 +300,40 @@ def _grow_tree(Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr,
 
 
 @njit(cache=True)
+def _oob_groups(oob, gcode, n_groups):
+    """Slot of each group among this tree's OOB groups, and one OOB row of each slot."""
+    slot = np.full(n_groups, -1, np.int64)
+    rep = np.empty(oob.shape[0], np.int64)
+    k = 0
+    if n_groups == 0:
+        return slot, rep[:0]
+    for pos in range(oob.shape[0]):
+        g = gcode[oob[pos]]
+        if slot[g] < 0:
+            slot[g] = k
+            rep[k] = oob[pos]
+            k += 1
+    return slot, rep[:k]
+
+
+@njit(cache=True)
 def _perm_importance(
-    Xb, Xr, y, sw, feat, thr, left, value, n_nodes, oob, base, parent, olo, ohi, state, out
-):
-    """Per-feature increase of this tree's OOB (weighted) MSE under permutation."""
+    Xb, Xr, y, sw, feat, thr, left, value, n_nodes, oob, base, parent, olo, ohi, state, out,
+    gcode, n_groups, level2
+):  # fmt: skip
+    """Per-feature increase of this tree's OOB (weighted) MSE under permutation.
+
+    A level-2 feature (``level2[f]``, constant within every group) is permuted across the
+    tree's OOB groups: each OOB group takes the value of another OOB group, so all its rows
+    move together and the column cannot act as a group identifier. Other features are
+    permuted across the OOB rows (randomForest).
+    """
     n_oob = oob.shape[0]
     if n_oob == 0:
         return
+    slot, rep = _oob_groups(oob, gcode, n_groups)
+    n_slot = rep.shape[0]
+    gperm = np.arange(n_slot)
     w_oob = 0.0
     for i in range(n_oob):
         w_oob += sw[oob[i]]
@@ -320,19 +360,29 @@ def _perm_importance(
         while h < n_top and feat[tops[h]] == f:
             h += 1
         col = Xb[f]
+        by_group = n_groups > 0 and level2[f]
+        if by_group:
+            for a in range(n_slot - 1):  # a full Fisher-Yates shuffle of the OOB groups
+                kk = a + _randint(state, n_slot - a)
+                t0 = gperm[kk]
+                gperm[kk] = gperm[a]
+                gperm[a] = t0
         j = 0
         delta = 0.0
         for u in range(g, h):
             k0 = tops[u]
             for pos in range(olo[k0], ohi[k0]):
-                # draw a distinct OOB source row: partial Fisher-Yates over the OOB rows
-                kk = j + _randint(state, n_oob - j)
-                src = perm[kk]
-                perm[kk] = perm[j]
-                perm[j] = src
-                j += 1
-                xs = col[oob[src]]
                 r = oob[pos]
+                if by_group:
+                    xs = col[rep[gperm[slot[gcode[r]]]]]
+                else:
+                    # a distinct OOB source row: partial Fisher-Yates over the OOB rows
+                    kk = j + _randint(state, n_oob - j)
+                    src = perm[kk]
+                    perm[kk] = perm[j]
+                    perm[j] = src
+                    j += 1
+                    xs = col[oob[src]]
                 node = k0
                 while feat[node] >= 0:
                     ff = feat[node]
@@ -348,7 +398,7 @@ def _perm_importance(
 @njit(parallel=True, cache=True)
 def _grow_batch(
     Xb, Xr, nbins, y, sw, weighted, seeds, mtry, min_leaf, importance, feat, thr, left, value,
-    n_nodes, imp_perm, imp_node, oob_pred
+    n_nodes, imp_perm, imp_node, oob_pred, gcode, n_groups, n_boot_groups, level2
 ):  # fmt: skip
     """Grow ``len(seeds)`` trees in parallel; ``oob_pred[t, i]`` is NaN unless row i is OOB."""
     for t in prange(seeds.shape[0]):
@@ -356,7 +406,7 @@ def _grow_batch(
         state[0] = seeds[t]
         nn, oob, base, parent, olo, ohi = _grow_tree(
             Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat[t], thr[t], left[t],
-            value[t], imp_node[t]
+            value[t], imp_node[t], gcode, n_boot_groups
         )  # fmt: skip
         n_nodes[t] = nn
         for i in range(oob.shape[0]):
@@ -364,7 +414,7 @@ def _grow_batch(
         if importance:
             _perm_importance(
                 Xb, Xr, y, sw, feat[t], thr[t], left[t], value[t], nn, oob, base, parent, olo,
-                ohi, state, imp_perm[t]
+                ohi, state, imp_perm[t], gcode, n_groups, level2
             )  # fmt: skip
 
 
@@ -468,14 +518,29 @@ def grow_forest(
     importance: bool = False,
     n_jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    groups: np.ndarray | None = None,
+    group_bootstrap: bool = False,
+    level2: np.ndarray | None = None,
 ) -> Forest:
     """Grow a forest on binned data ``Xb`` (feature-major, from ``binner.transform``).
+
+    ``groups`` (n,) are group codes 0..m-1. With ``group_bootstrap`` each tree draws m
+    whole groups with replacement, so a row is out of bag only when its whole group is.
+    ``level2`` (p,) bool marks the features to permute across OOB groups in the importance
+    (features constant within every group). Without ``groups`` both are ignored.
 
     Trees are grown in batches of a fixed size so ``progress(done, total)`` can report
     between batches; every reduction runs in tree order, so the result depends on ``seeds``
     only, never on ``n_jobs``.
     """
     p, n = Xb.shape
+    if groups is None:
+        gcode, n_groups = np.zeros(n, np.int64), 0
+    else:
+        gcode = np.ascontiguousarray(groups, dtype=np.int64)
+        n_groups = int(gcode.max()) + 1 if n else 0
+    n_boot_groups = n_groups if group_bootstrap else 0
+    l2 = np.zeros(p, np.bool_) if level2 is None else np.ascontiguousarray(level2, np.bool_)
     y = np.ascontiguousarray(y, dtype=np.float64)
     sw = np.ones(n) if sample_weight is None else np.ascontiguousarray(sample_weight, float)
     nbins = binner.n_bins
@@ -501,7 +566,7 @@ def grow_forest(
             _grow_batch(
                 Xb, Xr, nbins, y, sw, weighted, seeds[b0 : b0 + nb], mtry, min_leaf,
                 importance, feat, thr, left, value, n_nodes, imp_perm[b0 : b0 + nb],
-                imp_node[b0 : b0 + nb], oob_pred
+                imp_node[b0 : b0 + nb], oob_pred, gcode, n_groups, n_boot_groups, l2
             )  # fmt: skip
             is_oob = ~np.isnan(oob_pred)
             oob_sum += np.where(is_oob, oob_pred, 0.0).sum(axis=0)
