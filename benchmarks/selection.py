@@ -288,7 +288,7 @@ def scored_frame(path: Path) -> pd.DataFrame:
         for rule, res in rec["rules"].items():
             secs = res["seconds"] + rec["rank_seconds"] * (1 if "split" not in rule else 0.5)
             rows.append({"design": design.name, "family": design.family, "null": design.null,
-                         "school": design.school, "loading": design.loading,
+                         "school_effects": design.school, "loading": design.loading,
                          "n_schools": design.n_schools, "ranker": rec["ranker"], "rule": rule,
                          "seconds": secs, **score(design, res["terms"])})  # fmt: skip
     return pd.DataFrame(rows)
@@ -298,7 +298,8 @@ def main_report(args) -> None:
     """Markdown tables (stdout and selection_tables.md), scores CSV, figures."""
     frame = scored_frame(Path(args.out))
     frame.to_csv(HERE / "selection_scores.csv", index=False)
-    text = "\n\n".join([summary_table(frame), ranker_table(frame), null_table(frame)])
+    parts = [summary_table(frame), design_table(frame), ranker_table(frame), null_table(frame)]
+    text = "\n\n".join(parts)
     if Path(args.calibration).exists():
         text += "\n\n" + calibration_table(Path(args.calibration))
     (HERE / "selection_tables.md").write_text(text + "\n")
@@ -334,6 +335,34 @@ def summary_table(frame: pd.DataFrame) -> str:
     table["max false"] = g["false"].max()
     table["designs"] = g.size()
     return f"Ranker {SCAN_RANKER}, designs with a truth (means):\n\n" + markdown(table)
+
+
+def design_table(frame: pd.DataFrame) -> str:
+    """Per design, default rule vs the paper's: found / false / slopes / school-level / s."""
+    sub = frame[~frame["null"] & (frame["ranker"] == SCAN_RANKER)]
+    rows = []
+    for design, g in sub.groupby("design"):
+        by = g.set_index("rule")
+        row = {
+            "design": design,
+            "family": g["family"].iloc[0],
+            "schools": g["n_schools"].iloc[0],
+            "loading": g["loading"].iloc[0],
+            "school effects": g["school_effects"].iloc[0],
+        }
+        for rule in ("scan-bonferroni", "paper"):
+            if rule in by.index:
+                r = by.loc[rule]
+                row[rule] = (
+                    f"{r.true_found:.0f} / {r.false:.0f} / {r.slopes:.0f} / "
+                    f"{r.school:.0f} / {r.seconds:.0f}"
+                )
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("design")
+    return (
+        f"Per design, ranker {SCAN_RANKER}: true found (of 18) / false additions / true "
+        "slopes (of 2) / school-level truth (of 2) / seconds:\n\n" + markdown(table)
+    )
 
 
 def ranker_table(frame: pd.DataFrame) -> str:

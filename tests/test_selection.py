@@ -537,3 +537,26 @@ def test_importance_plot_marks_level2(proxy_search):
     for label, name, bar in zip(labels, names, ax.patches, strict=False):
         assert label.endswith("(L2)") == (name in level2)
         assert (bar.get_hatch() == "///") == (name in level2)
+
+
+# --- the issue's targets at realistic scale (slow) -----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("family", "min_found", "max_false"), [("gaussian", 14, 2), ("binomial", 12, 3)]
+)
+def test_default_search_meets_targets_at_scale(family, min_found, max_false):
+    """250 schools, 130 items, strong school effects, 8 school-level noise items."""
+    sim = simulate_lsa(seed=41, n_schools=250, family=family, n_items=130, n_school_items=10,
+                       decoy_corr=0.0)  # fmt: skip
+    truth = sim.truth
+    result = search(sim.data, truth.outcome, "school", family=family, ntree=300, seed=41,
+                    progress=False)  # fmt: skip
+    score = recovery(truth, result.optimal_terms)
+    found = [t for t in truth.fixed if t in score["found"]]
+    assert len(found) >= min_found and len(score["false"]) <= max_false, score
+    assert truth.level2[0] in found  # the strong school-level predictor
+    if family == "gaussian":
+        assert set(truth.level2) <= set(found)
+        assert result.optimal_terms["random_slopes"] == list(truth.slopes)

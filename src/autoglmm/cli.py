@@ -249,11 +249,18 @@ def _print_truth(table, result) -> None:
     typer.echo(
         f"true predictors found {n.get(('fixed', 'found'), 0)} of "
         f"{n.get(('fixed', 'found'), 0) + n.get(('fixed', 'missed'), 0)}, "
-        f"false additions {n.get(('fixed', 'false addition'), 0)}; true interaction "
+        f"false additions {n.get(('fixed', 'false addition'), 0)}"
+        f"{_decoys(n.get(('fixed', 'decoy added'), 0))}; true interaction "
         f"{'found' if n.get(('interaction', 'found'), 0) else 'missed'}; true slopes found "
         f"{n.get(('slope', 'found'), 0)} of 2; search took "
         f"{result.manifest['timings'].get('total', 0.0):.0f} s"
     )
+
+
+def _decoys(n: int) -> str:
+    if not n:
+        return ""
+    return f" (and {n} decoy school items that track the school effect, so predict school means)"
 
 
 def main() -> None:

@@ -229,7 +229,7 @@ def simulate_lsa(
         sigma2=sigma2,
         icc=float(icc),
         level2=tuple(sch_names[:_N_TRUE_SCHOOL]),
-        decoys=tuple(sch_names[_N_TRUE_SCHOOL : _N_TRUE_SCHOOL + _N_DECOYS]),
+        decoys=tuple(sch_names[_N_TRUE_SCHOOL : _N_TRUE_SCHOOL + _N_DECOYS]) if decoy_corr else (),
     )
     labels = {outcome: _outcome_label(family), "school": "School ID"}
     labels.update(dict(_CONTINUOUS))
@@ -274,7 +274,9 @@ def truth_table(truth: Truth, terms: dict, fit: object | None = None) -> pd.Data
 
     Columns: ``term``, ``kind`` (fixed, interaction, slope), ``true`` (coefficient, or the
     slope variance), ``estimate`` (from ``fit``, the model whose terms are ``terms``) and
-    ``status`` ("found", "missed" or "false addition").
+    ``status`` ("found", "missed", "false addition", or "decoy added" for a decoy school
+    item: it tracks the school effect, so it does predict school means although the
+    generating model gives it no coefficient).
     """
     score = recovery(truth, terms)
     fixef = getattr(fit, "fixef", None)
@@ -302,7 +304,8 @@ def truth_table(truth: Truth, terms: dict, fit: object | None = None) -> pd.Data
         rows.append((term, kind, value, coef(term) if status == "found" else np.nan, status))
     for term in score["false"]:
         kind = "interaction" if ":" in term else "fixed"
-        rows.append((term, kind, 0.0, coef(term), "false addition"))
+        status = "decoy added" if term in truth.decoys else "false addition"
+        rows.append((term, kind, 0.0, coef(term), status))
     for name in truth.slopes:
         status = "found" if name in score["slopes_found"] else "missed"
         rows.append((name, "slope", float(truth.G.loc[name, name]), slope_var(name), status))

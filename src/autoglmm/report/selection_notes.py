@@ -39,10 +39,12 @@ def stage_sentences(result: Any) -> list[str]:
     out = []
     for info in getattr(result, "stages", ()) or ():
         tested = info["tried"] - info["skipped"]
+        n = info["candidates"]
         text = (
-            f"{_STAGE_NAMES.get(info['stage'], info['stage'])}: {info['candidates']} "
-            f"candidates, {tested} tested at level {info['level']:.3g}, {info['skipped']} "
-            f"skipped, {info['not_tried']} never tried ({_STOPS.get(info['stopped_by'], '')})."
+            f"{_STAGE_NAMES.get(info['stage'], info['stage'])}: {n} "
+            f"candidate{'' if n == 1 else 's'}, {tested} tested at level {info['level']:.3g}, "
+            f"{info['skipped']} skipped, {info['not_tried']} never tried "
+            f"({_STOPS.get(info['stopped_by'], '')})."
         )
         out.append(text)
     return out
