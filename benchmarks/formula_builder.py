@@ -13,7 +13,9 @@ search itself writes (true ranking, gaussian):
 
 ``--baseline SRC`` runs (1) and (3) a second time in a subprocess on another source tree
 (e.g. ``git archive <commit> src | tar -x -C /tmp/base``), alternating, so the two builders
-are compared in the same run on the same machine load.
+are compared in the same run on the same machine load. Times are CPU seconds of the
+process (``time.process_time``): on a shared, overloaded machine wall time mostly measures
+the other jobs.
 
 Run: ``python benchmarks/formula_builder.py [--baseline /tmp/base/src] [--repeats 5]``.
 """
@@ -34,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def _search_formulas(data, ranking: list[str]) -> tuple[list[str], float]:
     import autoglmm
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     res = autoglmm.search(data.frame, data.outcome, data.group, ranking=ranking,
                           progress=False, seed=1)  # fmt: skip
-    seconds = time.perf_counter() - t0
+    seconds = time.process_time() - t0
     formulas = [s.formula for s in res.steps if s.formula]
     return formulas, seconds
 
@@ -55,10 +57,10 @@ def measure(repeats: int, with_formulaic: bool) -> dict:
     steps = sorted(_search_formulas(data, ranking)[1] for _ in range(repeats))
     frames = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for f in formulas:
             build_model_frame(parse_formula(f), data.frame)
-        frames.append((time.perf_counter() - t0) / len(formulas))
+        frames.append((time.process_time() - t0) / len(formulas))
     out = {
         "autoglmm": str(Path(sys.modules["autoglmm"].__file__).parent),
         "n_formulas": len(formulas),
@@ -84,11 +86,11 @@ def _formulaic_ms(formulas: list[str], frame, repeats: int) -> float:
         parts.append((texts, frame[used]))
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for texts, sub in parts:
             for text in texts:
                 model_matrix(text, sub, na_action="ignore")
-        times.append((time.perf_counter() - t0) / len(parts))
+        times.append((time.process_time() - t0) / len(parts))
     return 1e3 * sorted(times)[len(times) // 2]
 
 

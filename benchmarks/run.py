@@ -20,6 +20,7 @@ import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -536,8 +537,15 @@ _KNOWN = ("section", "case", "tool", "status", "seconds", "runs", "loglik")
 
 
 def write_results(rows: list[dict], path: str | Path, meta: dict | None = None) -> str:
-    """Render ``rows`` as RESULTS.md at ``path``; returns the text."""
+    """Render ``rows`` as RESULTS.md at ``path``; returns the text.
+
+    The section that ``benchmarks/weights.py`` writes (between its markers) is kept.
+    """
     text = render(rows, meta or {})
+    old = Path(path).read_text() if Path(path).exists() else ""
+    kept = re.search(r"<!-- weights:begin -->.*?<!-- weights:end -->", old, flags=re.S)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     Path(path).write_text(text)
     return text
 

@@ -98,7 +98,9 @@ def test_ranef_are_conditional_modes_as_lme4(reference_data):
         [-38.43249686708, -5.51347060482],
     ]
     assert list(m.ranef.index[:3]) == [308, 309, 310]
-    np.testing.assert_allclose(m.ranef.iloc[:3].to_numpy(), lme4_ranef, rtol=2e-3, atol=2e-3)
+    # lme4's bobyqa stops theta ~4e-5 (relative) short of ours (our loglik is 1e-8 higher),
+    # which moves these modes by up to 4e-5 relative: 1e-4 is the README's precision
+    np.testing.assert_allclose(m.ranef.iloc[:3].to_numpy(), lme4_ranef, rtol=1e-4)
     # fitted values = X beta + Z b, in input row order
     row = sleep.iloc[0]
     expected = m.fixef["(Intercept)"] + m.fixef["Days"] * row["Days"]

@@ -25,6 +25,7 @@ from autoglmm.formula_terms import expand_terms
         ("y ~ x + (1 | `school id`)", "x", [("1", "school id")]),
         ("y ~ `x|y` + `a~b` + (1 | `g|h`)", "`x|y` + `a~b`", [("1", "g|h")]),
         ("y ~ offset(log(n)) + (1 | g)", "offset(log(n))", [("1", "g")]),
+        ("y ~ x + (1 | factor(id))", "x", [("1", "id")]),  # lme4 accepts factor() here
     ],
 )
 def test_parse(formula, fixed, random):

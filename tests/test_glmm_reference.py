@@ -7,40 +7,17 @@ Two kinds of lme4 values are used:
   log-likelihood carries an error of up to ~3e-4 (first order, through log det L, in the
   error of the conditional modes), and its Hessian-based standard errors inherit noise
   from the same source (grouseticks: 0.41 instead of 1.40 for the intercept).
-- ``LME4_TIGHT`` below: the same fits with ``glmerControl(tolPwrss = 1e-13)``, where
-  PIRLS converges to rounding level; our objective reproduces these to ~1e-8. They were
-  produced by this R script (lme4 1.1-31, R 4.x)::
-
-    suppressMessages({library(lme4); library(mlmRev); library(jsonlite)})
-    ctl <- glmerControl(tolPwrss = 1e-13)
-    cb <- cbpp; cb$incidence_rate <- cb$incidence / cb$size
-    fits <- list(
-      contraception_int_laplace = glmer(use ~ age + I(age^2) + urban + livch
-          + (1 | district), Contraception, family = binomial, control = ctl),
-      contraception_slope_laplace = glmer(use ~ age + I(age^2) + urban + livch
-          + (1 + urban | district), Contraception, family = binomial, control = ctl),
-      contraception_int_agq9 = glmer(use ~ age + I(age^2) + urban + livch + (1 | district),
-          Contraception, family = binomial, nAGQ = 9, control = ctl),
-      cbpp_weights_laplace = glmer(incidence_rate ~ period + (1 | herd), cb,
-          family = binomial, weights = size, control = ctl),
-      grouseticks_poisson = glmer(TICKS ~ YEAR + HEIGHT + (1 | BROOD), grouseticks,
-          family = poisson, control = ctl),
-      contraception_int_probit = glmer(use ~ age + I(age^2) + urban + livch
-          + (1 | district), Contraception, family = binomial(link = "probit"),
-          control = ctl))
-    out <- lapply(fits, function(m) list(logLik = as.numeric(logLik(m)),
-      theta = unname(getME(m, "theta")), fixef = unname(fixef(m)),
-      se = unname(sqrt(diag(as.matrix(vcov(m)))))))
-    cat(toJSON(out, digits = NA, auto_unbox = TRUE))
-
-  and ``DEVFUN_AT_DEFAULT_ESTIMATES``: lme4's deviance function (``devFunOnly=TRUE`` with
-  the same tight control) at the default fit's ``c(theta, fixef)``, as ``-dev/2``. For
-  grouseticks the value is ``-(aic + |u|^2 + log det(1 + theta^2 sum_brood mu))/2``
-  evaluated in R at lme4's final modes, because even the tight PIRLS stops ~1e-5 short
-  in log det L there.
+- ``tests/reference/lme4_engine.json`` (``Rscript make_reference.R tests/reference engine``):
+  ``tight``, the same fits with ``glmerControl(tolPwrss = 1e-13)``, where PIRLS converges
+  to rounding level (our objective reproduces these to ~1e-8); and ``devfun_at_default``,
+  lme4's deviance function (same tight control) at the default fit's ``c(theta, fixef)``,
+  as ``-dev/2`` (for grouseticks evaluated at lme4's final modes, see the R script).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,53 +28,9 @@ from autoglmm.engine.design import make_design, theta_from_cov
 from autoglmm.engine.families import family_code
 from autoglmm.engine.glmm import GlmmWorkspace, fit_glmm
 
-LME4_TIGHT = {
-    "contraception_int_laplace": {
-        "logLik": -1186.36429121285,
-        "fixef": [-1.03506873098685, 0.00353306679737004, -0.00456234828309385,
-                  0.697269490605282, 0.815066398591813, 0.916491589228301, 0.915100655641588],
-        "se": [0.175916308662781, 0.00928597362000121, 0.000730133011906512,
-               0.120899999745012, 0.163333384158206, 0.18649016322175, 0.187472557831995],
-    },
-    "contraception_slope_laplace": {
-        "logLik": -1180.30514307811,
-        "fixef": [-1.06513771765208, 0.0030660417832265, -0.00449265169542157,
-                  0.774098818128239, 0.832853845962701, 0.914413265774473, 0.9300869719854],
-        "se": [0.186959764282843, 0.00940535638993557, 0.00073958475754215,
-               0.164111093957269, 0.165388978869045, 0.188963526464057, 0.190505154349664],
-    },
-    "contraception_int_agq9": {
-        "logLik": -1186.2294425446,
-        "fixef": [-1.03542228241742, 0.00353309655944545, -0.00456307993297754,
-                  0.696700101837376, 0.815134830445713, 0.91653612393056, 0.915366287767256],
-        "se": [0.176101576616493, 0.00928714557486998, 0.000730250765069528,
-               0.120956496305313, 0.163352245792348, 0.186507405418716, 0.187490144163553],
-    },
-    "cbpp_weights_laplace": {
-        "logLik": -92.0262818745091,
-        "fixef": [-1.39853204365996, -0.992315880348977, -1.1286641469729, -1.58031559792384],
-        "se": [0.23247328248547, 0.306641429122622, 0.326637338873198, 0.427437230835506],
-    },
-    "grouseticks_poisson": {
-        "logLik": -989.037746263291,
-        "fixef": [11.5412062175993, 1.13589921946332, -1.00113278402197, -0.0238664092872273],
-        "se": [1.39962832640892, 0.242387983414604, 0.269692977687405, 0.00301304496123389],
-    },
-    "contraception_int_probit": {
-        "logLik": -1186.08223614442,
-        "fixef": [-0.636476930637977, 0.00159363254181649, -0.00274629012091529,
-                  0.427279720914786, 0.494160541619801, 0.560862494635423, 0.561692481710767],
-        "se": [0.106169685305349, 0.00561793824573016, 0.00043441074861697,
-               0.073653181772434, 0.0989406254609861, 0.113383546975909, 0.113870879431132],
-    },
-}  # fmt: skip
-
-DEVFUN_AT_DEFAULT_ESTIMATES = {
-    "contraception_int_laplace": -1186.36429155508,
-    "contraception_slope_laplace": -1180.30514457139,
-    "cbpp_weights_laplace": -92.02628620802,
-    "grouseticks_poisson": -989.037740530523,
-}
+ENGINE_REF = json.loads((Path(__file__).parent / "reference" / "lme4_engine.json").read_text())
+LME4_TIGHT = ENGINE_REF["tight"]
+DEVFUN_AT_DEFAULT_ESTIMATES = ENGINE_REF["devfun_at_default"]
 
 CONTRA = "age + I(age**2) + urban + livch"
 SPECS = {  # fixed part, outcome, random slope column (or None), group, weights column
@@ -197,10 +130,17 @@ def test_clean_lme4_case_loglik_within_1e4(lme4_reference, fits) -> None:
     assert 0 <= res.loglik - case["logLik"] < 3e-4
 
 
-def test_default_lme4_se_where_its_hessian_is_sound(lme4_reference, fits) -> None:
-    for key in ("contraception_int_laplace", "contraception_int_agq9", "cbpp_weights_laplace"):
-        se = np.array(list(lme4_reference[key]["se"].values()))
-        np.testing.assert_allclose(np.sqrt(np.diag(fits[key].vcov_beta)), se, rtol=1.5e-2)
+@pytest.mark.parametrize("key", sorted(SPECS))
+def test_se_against_lme4_default_within_its_own_pirls_noise(key, lme4_reference, fits) -> None:
+    # lme4's default SEs come from a Hessian of a deviance whose PIRLS stopped at
+    # tolPwrss = 1e-7; its own rerun at 1e-13 moves them by up to 1.3% (cbpp) and 268%
+    # (grouseticks). That, not our SEs, is why a 1.5e-2 tolerance was once needed: ours
+    # agree with the tight rerun to 1e-3 (test_fit_agrees_with_lme4), so against the
+    # default they are within 1e-3 plus lme4's own default-vs-tight difference.
+    default = np.array(list(lme4_reference[key]["se"].values()))
+    tight = np.array(LME4_TIGHT[key]["se"])
+    ours = np.sqrt(np.diag(fits[key].vcov_beta))
+    assert np.all(np.abs(ours - default) <= 1e-3 * tight + np.abs(tight - default))
 
 
 def test_probit_link_agrees_with_lme4(lme4_reference, designs) -> None:

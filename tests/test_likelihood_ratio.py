@@ -99,3 +99,37 @@ def test_mixture_pvalue_is_uniform_or_conservative_under_the_null():
     for alpha in (0.05, 0.1, 0.25):
         # 2.5 binomial standard errors above alpha is a failure
         assert np.mean(pvals < alpha) <= alpha + 2.5 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+def test_nesting_is_by_column_space_not_names(reference_data):
+    d = reference_data("sleepstudy.csv")
+    # same name, other values: the names match but the column spaces do not nest
+    other = d.assign(Days=lambda f: (f["Days"] - 4.5) ** 2)
+    a = autoglmm.fit("Reaction ~ Days + (1 | Subject)", d)
+    b = autoglmm.fit("Reaction ~ Days + (Days | Subject)", other)
+    with pytest.raises(UsageError, match="column space"):
+        lrt(a, b)
+    # different names, nested spaces: Days is inside the span of C(Days)'s dummies
+    c = autoglmm.fit("Reaction ~ C(Days) + (1 | Subject)", d)
+    res = lrt(a, c)
+    assert res.df == 8 and res.chisq == pytest.approx(2 * (c.loglik - a.loglik), rel=1e-12)
+
+
+def test_lrt_refuses_different_nagq(reference_data):
+    df = reference_data("cbpp.csv")
+    f = "incidence_rate ~ C(period) + (1 | herd)"
+    small = autoglmm.fit("incidence_rate ~ 1 + (1 | herd)", df, family="binomial", weights="size")
+    big = autoglmm.fit(f, df, family="binomial", weights="size", nagq=5)
+    with pytest.raises(UsageError, match="nagq 1 vs 5"):
+        lrt(small, big)
+
+
+def test_mixture_requires_df_q_plus_1(reference_data):
+    d = reference_data("sleepstudy.csv")
+    small = autoglmm.fit("Reaction ~ Days + (1 | Subject)", d)
+    # an uncorrelated slope adds 1 parameter, not q + 1 = 2: the mixture would be wrong
+    uncorrelated = autoglmm.fit("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", d)
+    assert uncorrelated.df - small.df == 1
+    with pytest.raises(UsageError, match=r"df = 2\), but the models differ by 1"):
+        lrt(small, uncorrelated, mixture=True)
+    assert lrt(small, uncorrelated).df == 1

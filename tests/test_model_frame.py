@@ -243,6 +243,22 @@ def test_power_in_I_is_a_power_on_int_and_float(df):
     np.testing.assert_allclose(fr.design.X[:, 2], (df["x2"] ** 3).to_numpy()[fr.order])
 
 
+@pytest.mark.parametrize(
+    ("formula", "hint"),
+    [
+        ("y ~ X1 + (1 | g)", "did you mean x1?"),
+        ("y ~ x1 + school.id + (1 | g)", "did you mean `school id`?"),  # R's make.names
+        ("y ~ x1 + (1 | school_ID)", "did you mean `school id`?"),
+        ("y ~ zzz + (1 | g)", "unknown column(s) zzz (check"),
+    ],
+)
+def test_unknown_column_error_suggests_the_column(df, formula, hint):
+    df["school id"] = df["g"]
+    with pytest.raises(DataError) as info:
+        _frame(formula, df)
+    assert hint in str(info.value)
+
+
 def test_duplicated_column_names_are_an_error_naming_the_fix(df):
     dup = pd.concat([df, df[["x1"]]], axis=1)
     with pytest.raises(DataError, match="'x1' appears 2 times"):
@@ -259,6 +275,8 @@ def test_duplicated_column_names_are_an_error_naming_the_fix(df):
         ("y ~ x1 + (1 + offset(x2) | g)", UsageError, "fixed part"),
         ("y ~ nope + other + (1 | `no pe`)", DataError, "nope, other, no pe"),
         ("y ~ 3 + (1 | g)", UsageError, "not a model term"),
+        ("y ~ . + (1 | g)", UsageError, "list the predictors"),
+        ("y ~ x1 + (1 | g:cat)", UsageError, "nested"),
     ],
 )
 def test_bad_syntax_is_one_line_naming_the_fix(df, formula, error, needle):
@@ -292,3 +310,33 @@ def test_any_column_name_is_the_column(names):
     np.testing.assert_array_equal(fr.design.y, data[y].to_numpy()[fr.order])
     assert fr.design.x_names == ("(Intercept)", x) and fr.group_name == g
     assert fr.design.m == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(_NAMES, min_size=3, max_size=3, unique=True))
+def test_fit_with_any_names_equals_the_fit_with_plain_names(names):
+    """The fit itself, not just the design: same likelihood and estimates as plain names."""
+    import autoglmm
+    from autoglmm.formula_syntax import quote_name
+
+    y, x, g = names
+    rng = np.random.default_rng(4)
+    plain = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40)})
+    plain["g"] = np.arange(40) % 4
+    plain["y"] += plain["x"] + plain["g"]
+    ref = autoglmm.fit("y ~ x + (1 | g)", plain)
+    odd = plain.rename(columns={"y": y, "x": x, "g": g})
+    m = autoglmm.fit(f"{quote_name(y)} ~ {quote_name(x)} + (1 | {quote_name(g)})", odd)
+    assert m.loglik == pytest.approx(ref.loglik, abs=1e-9)
+    assert m.fixef[x] == pytest.approx(ref.fixef["x"], rel=1e-9)
+    assert m.group == g and m.response == y
+
+
+def test_centering_with_r_summaries(df):
+    df.loc[3, "x1"] = np.nan
+    fr = _frame("y ~ I(x1 - mean(x1, na.rm = TRUE)) + I(x2 / sd(x2)) + (1 | g)", df)
+    x1, x2 = df["x1"].to_numpy(), df["x2"].to_numpy()
+    X = np.empty_like(fr.design.X)
+    X[fr.order] = fr.design.X
+    np.testing.assert_allclose(X[:, 1], np.delete(x1 - np.nanmean(x1), 3))
+    np.testing.assert_allclose(X[:, 2], np.delete(x2 / np.std(x2, ddof=1), 3))

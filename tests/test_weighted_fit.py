@@ -193,6 +193,9 @@ def test_cli_fit_with_sampling_weights(tmp_path, sample):
     out = json.loads(res.output)
     assert out["sampling_weights"]["level2_weights"] == "w_school"
     assert out["loglik"] == pytest.approx(-24333.2608889572, abs=1e-3)
+    text = CliRunner().invoke(app, [a for a in args if a != "--json"])  # the summary
+    assert text.exit_code == 0 and "fit by pseudo-maximum likelihood" in text.output
+    assert "sandwich (robust)" in text.output
     bad = CliRunner().invoke(app, [*args[:-1], "w_total"])
     assert bad.exit_code == 1
     assert "varies within" in bad.output

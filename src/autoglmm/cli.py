@@ -90,6 +90,10 @@ def fit_command(
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
 
 
+# --merge is repeatable (a list), so its Option is a module-level singleton (ruff B008).
+_MERGE = typer.Option(None, "--merge", help="File joined by the group key (repeatable).")
+
+
 def _names(value: str | None) -> list[str] | None:
     """Column names from a comma-separated option."""
     if not value:
@@ -129,8 +133,27 @@ def search_command(
     seed: int = typer.Option(None, "--seed", help="Seed of the ranking (reproducible runs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     n_jobs: int = typer.Option(None, "--n-jobs", help="Parallel workers."),
+    merge: list[str] = _MERGE,
+    lsa: str = typer.Option("auto", "--lsa", help="auto, timss, pisa or none: skip IDs, weights."),
+    impute: int = typer.Option(0, "--impute", help="Two-level multiple imputations (0: none)."),
+    level1_weights: str = typer.Option(
+        None, "--level1-weights", help="Level-1 sampling weights: refit the reported models."
+    ),
+    level2_weights: str = typer.Option(
+        None, "--level2-weights", help="Level-2 sampling weights: refit the reported models."
+    ),
+    conditional_weights: bool = typer.Option(
+        False, "--conditional-weights", help="Level-1 weights are conditional on the group."
+    ),
+    weight_scaling: str = typer.Option(
+        "raw", "--weight-scaling", help="Level-1 weight scaling: raw, cluster or ess."
+    ),
 ) -> None:
-    """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes."""
+    """Find the optimal GLMM: rank predictors, then fixed effects, interactions, slopes.
+
+    --outcome takes one column, a comma list or a glob ('BSMMAT0[1-5]'): several outcomes
+    are plausible values, searched one by one and pooled by Rubin's rules.
+    """
     from autoglmm.selection import search
 
     try:
@@ -142,7 +165,10 @@ def search_command(
             n_essential=n_essential, patience=patience, threshold=threshold,
             max_slopes=max_slopes, ntree=ntree,
             mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
-            progress=progress, n_jobs=n_jobs,
+            progress=progress, n_jobs=n_jobs, merge=merge or (), lsa=lsa, impute=impute,
+            level1_weights=level1_weights,
+            level2_weights=level2_weights, conditional_weights=conditional_weights,
+            weight_scaling=weight_scaling,
         )  # fmt: skip
         written = result.report(out) if out else None
     except AutoGLMMError as err:
@@ -163,15 +189,24 @@ def rank_command(
     out: str = typer.Option(None, "--out", "-o", help="Write the ranking to this CSV file."),
     top: int = typer.Option(20, "--top", help="Rows of the ranking to print."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    predictors: str = typer.Option(None, "--predictors", help="Candidates: a,b,c (default all)."),
+    exclude: str = typer.Option(None, "--exclude", help="Columns to leave out: a,b,c."),
+    merge: list[str] = _MERGE,
+    lsa: str = typer.Option("auto", "--lsa", help="auto, timss, pisa or none: skip IDs, weights."),
 ) -> None:
     """Rank the predictors by MERF permutation importance."""
     from autoglmm.data import read_data
+    from autoglmm.lsa import prepare
     from autoglmm.ranking import rank_predictors
 
     try:
+        frame, ruled_out, _ = prepare(read_data(data), [outcome], group, merge or (), lsa)
+        wanted = _names(predictors)
+        skip = [c for c in ruled_out if wanted is None or c not in wanted]
         ranking = rank_predictors(
-            read_data(data), outcome, group, family=family, ntree=ntree, mtry=mtry,
-            seed=seed, n_jobs=n_jobs, progress=progress,
+            frame, outcome, group, family=family, ntree=ntree, mtry=mtry, seed=seed,
+            n_jobs=n_jobs, progress=progress, predictors=wanted,
+            exclude=[*(_names(exclude) or []), *skip],
         )  # fmt: skip
         if out:
             ranking.to_csv(out)
@@ -190,17 +225,23 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of the ranking."),
     ntree: int = typer.Option(2000, "--ntree", help="Trees of the MERF ranking."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    timss: bool = typer.Option(
+        False, "--timss", help="TIMSS-shaped SPSS files: merge, 5 PVs, 2% missing, --impute 5."
+    ),
 ) -> None:
     """Simulate TIMSS-like data with a known model, search it, compare with the truth."""
     from autoglmm.datasets import simulate_lsa, truth_table
     from autoglmm.selection import search
 
     try:
-        sim = simulate_lsa(seed=seed, family=family)
-        truth = sim.truth
-        result = search(sim.data, truth.outcome, truth.group, family=family, seed=seed,
-                        ntree=ntree, progress=progress)  # fmt: skip
-        written = result.report(out)
+        if timss:
+            result, truth, written = _demo_timss(out, seed, ntree, progress)
+        else:
+            sim = simulate_lsa(seed=seed, family=family)
+            truth = sim.truth
+            result = search(sim.data, truth.outcome, truth.group, family=family, seed=seed,
+                            ntree=ntree, progress=progress)  # fmt: skip
+            written = result.report(out)
     except AutoGLMMError as err:
         raise fail(err) from None
     _print_result(result, written)
@@ -209,10 +250,28 @@ def demo_command(
         _print_truth(table, result)
 
 
+def _demo_timss(out: str, seed: int, ntree: int, progress: bool):
+    """The whole SPEC 6.2 path on simulated BSG/BCG files written into ``out``/data."""
+    from pathlib import Path
+
+    from autoglmm.lsa.simulate import simulate_timss
+    from autoglmm.selection import search
+
+    sim = simulate_timss(Path(out) / "data", seed=seed)
+    typer.echo(f"wrote {sim.student_path} and {sim.school_path}")
+    result = search(
+        sim.student_path, "BSMMAT0[1-5]", "IDSCHOOL", merge=[sim.school_path], impute=5,
+        seed=seed, ntree=ntree, progress=progress,
+    )  # fmt: skip
+    return result, sim.truth, result.report(out)
+
+
 def _print_result(result, written) -> None:
     """Sample, ICC, the comparison tables of every stage, the V-map and the equation."""
     from autoglmm.report import tables
 
+    for note in result.warnings:
+        typer.secho(f"WARNING: {note}", fg="yellow", bold=True, err=True)
     sample = result.sample
     typer.echo(f"Sample: {sample.n_obs} rows in {sample.n_groups} groups, "
                f"{len(sample.predictors)} candidate predictors")  # fmt: skip
@@ -227,6 +286,8 @@ def _print_result(result, written) -> None:
         typer.echo("\n" + tables.variable_table(result, used).to_text())
         typer.secho("\nOptimal model", bold=True)
         typer.echo(result.equation("text"))
+    if result.pooled is not None:
+        _print_pooled(result.pooled)
     if written is not None:
         typer.echo(f"\nOutputs written to {written}")
 
@@ -239,6 +300,14 @@ def _print_selection(result) -> None:
     for line in stage_sentences(result):
         typer.echo("  " + line)
     typer.echo(PVALUE_CAVEAT)
+
+
+def _print_pooled(pooled) -> None:
+    """The majority model pooled over the analyses by Rubin's rules."""
+    typer.secho(f"\nPooled over {pooled.m} analyses (Rubin's rules, Barnard-Rubin df)", bold=True)
+    typer.echo(pooled.formula)
+    table = pooled.table()
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _print_truth(table, result) -> None:

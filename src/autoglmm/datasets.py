@@ -18,7 +18,11 @@ import pandas as pd
 
 from autoglmm.errors import UsageError
 
-__all__ = ["SimulatedLSA", "Truth", "recovery", "simulate_lsa", "truth_table"]
+__all__ = [
+    "SimulatedLSA", "Truth", "recovery", "simulate_lsa",
+    "simulate_timss",  # noqa: F822 - lazy re-export of autoglmm.lsa.simulate (see the end)
+    "truth_table",
+]  # fmt: skip
 
 # Questionnaire scales of a TIMSS-like student file: (prefix, label of the scale).
 _BLOCKS = (
@@ -409,3 +413,11 @@ def _outcome_label(family: str) -> str:
     if family == "gaussian":
         return "Mathematics achievement (plausible value)"
     return "Reached the intermediate benchmark (0/1)"
+
+
+def __getattr__(name: str):  # re-exported lazily: autoglmm.lsa.simulate imports this module
+    if name in ("simulate_timss", "SimulatedTIMSS"):
+        from autoglmm.lsa import simulate
+
+        return getattr(simulate, name)
+    raise AttributeError(f"module 'autoglmm.datasets' has no attribute {name!r}")

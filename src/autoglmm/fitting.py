@@ -207,4 +207,5 @@ def make_fit(engine: EngineResult, frame: ModelFrame, formula: str) -> Fit:
         theta=np.asarray(engine.theta, dtype=float),
         convergence=engine.convergence,
         fitted=fitted,
+        x_matrix=d.X,
     )

@@ -21,7 +21,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from autoglmm.errors import UsageError
-from autoglmm.formula_syntax import BinOp, Name, Num, Paren, Unary, deparse, parse_expr, quote_name
+from autoglmm.formula_syntax import (
+    BinOp,
+    Call,
+    Name,
+    Num,
+    Paren,
+    Unary,
+    deparse,
+    parse_expr,
+    quote_name,
+)
 
 __all__ = ["ParsedFormula", "RandomTerm", "parse_formula"]
 
@@ -99,6 +109,8 @@ def _group_name(node, inner_text: str) -> str:
             f"nested grouping '{deparse(node)}' is not supported yet; "
             "use a single grouping factor, e.g. (1 | school)"
         )
+    if isinstance(node, Call) and node.func in ("factor", "as.factor") and len(node.args) == 1:
+        node = node.args[0]  # (1 | factor(id)): grouping by a column's values is a factor
     if not isinstance(node, Name):
         raise UsageError(
             f"grouping factor '{deparse(node)}' in ({inner_text}) must be a column name, "

@@ -14,6 +14,7 @@ outside ``I()`` is crossing in R, ``x^2`` is just ``x`` (and the caller is told 
 
 Example
 -------
+>>> from autoglmm.formula_syntax import parse_expr
 >>> t = expand_terms(parse_expr("a*b - 1"))
 >>> t.intercept, [tuple(v.id for v in term) for term in t.terms]
 (False, [('a',), ('b',), ('a', 'b')])

@@ -2,7 +2,9 @@
 
 ``lrt(small, big)`` refuses comparisons whose p-value would be meaningless (as
 MixedModels.jl's ``likelihoodratiotest`` does): REML fits (their likelihoods depend on the
-fixed effects), fits on different rows, and fits whose fixed or random terms are not nested.
+fixed effects), fits on different rows, fits with different ``nagq`` (different
+approximations of the likelihood), fixed effects whose column spaces do not nest, random
+terms that are not nested, and ``mixture=True`` when the df is not ``q + 1``.
 
 With ``mixture=True`` the p-value is the 50:50 mixture of chi-square distributions used when
 the larger model adds one random slope correlated with the ``q`` random effects already in
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import special
 
 from autoglmm.errors import UsageError
@@ -57,6 +60,39 @@ def mixture_pvalue(chisq: float, q: int) -> float:
     return 0.5 * low + 0.5 * float(special.chdtrc(q + 1, chisq))
 
 
+def columns_nested(X_small: np.ndarray, X_big: np.ndarray, tol: float = 1e-7) -> bool:
+    """True when every column of ``X_small`` lies in the column space of ``X_big``.
+
+    The test of MixedModels.jl's ``_isnested``: nesting is a property of column spaces, not
+    of names (``x`` is nested in ``C(x)``; ``z`` with the same name but other values is
+    not). A column counts as inside when its residual after projection on ``X_big`` is
+    below ``tol`` times its norm (the rank tolerance used for the model matrix).
+    """
+    if X_small.shape[0] != X_big.shape[0]:
+        return False
+    Q, _ = np.linalg.qr(X_big)
+    resid = X_small - Q @ (Q.T @ X_small)
+    resid = resid - Q @ (Q.T @ resid)  # re-orthogonalise
+    norms = np.linalg.norm(X_small, axis=0)
+    return bool(np.all(np.linalg.norm(resid, axis=0) <= tol * np.maximum(norms, 1e-300)))
+
+
+def _check_fixed_nested(small: Fit, big: Fit) -> None:
+    if small.x_matrix is not None and big.x_matrix is not None:
+        if not columns_nested(small.x_matrix, big.x_matrix):
+            raise UsageError(
+                "fixed effects are not nested: the column space of the first model's fixed "
+                "effects is not inside the second's; the larger model must contain the smaller"
+            )
+        return
+    missing_fixed = [t for t in small.fixed_terms if t not in big.fixed_terms]
+    if missing_fixed:
+        raise UsageError(
+            f"fixed effects are not nested: {', '.join(missing_fixed)} missing from the larger "
+            "model; the larger model must contain every term of the smaller one"
+        )
+
+
 def _check_comparable(small: Fit, big: Fit) -> None:
     if small.reml or big.reml:
         raise UsageError("likelihood-ratio tests need ML fits; refit both models with reml=False")
@@ -70,17 +106,17 @@ def _check_comparable(small: Fit, big: Fit) -> None:
             f"the fits use different rows ({small.nobs} vs {big.nobs} observations or different "
             "responses); fit both models on the same analysis sample"
         )
+    if small.nagq != big.nagq:
+        raise UsageError(
+            f"the fits use different quadrature (nagq {small.nagq} vs {big.nagq}), so their "
+            "log-likelihoods are different approximations; refit both with the same nagq"
+        )
     if small.group != big.group:
         raise UsageError(
             f"the fits group by different factors ({small.group} vs {big.group}); "
             "use the same grouping factor"
         )
-    missing_fixed = [t for t in small.fixed_terms if t not in big.fixed_terms]
-    if missing_fixed:
-        raise UsageError(
-            f"fixed effects are not nested: {', '.join(missing_fixed)} missing from the larger "
-            "model; the larger model must contain every term of the smaller one"
-        )
+    _check_fixed_nested(small, big)
     big_re = big.re_names[big.group]
     missing_re = [t for t in small.re_names[small.group] if t not in big_re]
     if missing_re:
@@ -106,7 +142,14 @@ def lrt(small: Fit, big: Fit, mixture: bool = False) -> LRTResult:
     chisq = max(0.0, 2.0 * (big.loglik - small.loglik))
     df = int(big.df - small.df)
     if mixture:
-        p = mixture_pvalue(chisq, small.n_re)
+        q = small.n_re
+        if df != q + 1:
+            raise UsageError(
+                f"mixture=True is for one added random slope correlated with the {q} random "
+                f"effect(s) of the smaller model (df = {q + 1}), but the models differ by {df} "
+                "parameters; use mixture=False"
+            )
+        p = mixture_pvalue(chisq, q)
     else:
         p = float(special.chdtrc(df, chisq))
     return LRTResult(

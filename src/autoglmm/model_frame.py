@@ -29,16 +29,18 @@ Example
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from autoglmm.engine.design import GroupedDesign, make_design
+from autoglmm.engine.design import MAX_ABS, GroupedDesign, make_design
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
-from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary
+from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
 from autoglmm.formula_terms import TermList, expand_terms, variables_in_order
 from autoglmm.variables import CONSTANTS, Evaluator, Factor, Numeric, variable_label
 
@@ -87,28 +89,57 @@ def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
     names: list[str] = []
     for node in [parsed.response, parsed.fixed, *(t.expr for t in parsed.random)]:
         _names(node, names)
-    known = set(data.columns)
+    known = data.columns
     missing = [n for n in dict.fromkeys(names) if n not in known and n not in CONSTANTS]
     if parsed.group not in known:
         missing.append(parsed.group)
+    if "." in missing:
+        raise UsageError("'.' (all other columns) is not supported; list the predictors")
     if missing:
+        hints = [h for h in (_close_name(n, data.columns) for n in missing) if h]
+        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
         raise DataError(
-            f"unknown column(s) {', '.join(missing)}; check the formula against the data's "
-            "column names (put names with spaces or symbols in backticks)"
+            f"unknown column(s) {', '.join(missing)}{hint} (check the formula against the "
+            "data's column names; put names with spaces or symbols in backticks)"
         )
+
+
+def _r_key(name: str) -> str:
+    """A spelling key: R's read.csv(check.names = TRUE) dots, '_' as '.', lower case."""
+    return re.sub(r"[\W_]", ".", name).lower()
+
+
+def _close_name(name: str, columns: pd.Index) -> str | None:
+    """The column a typo, a case slip or R's make.names most likely meant, backticked."""
+    names = [str(c) for c in columns]
+    same = [c for c in names if _r_key(c) == _r_key(name)]
+    close = same or difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return quote_name(close[0]) if len(close) == 1 else None
 
 
 # --- the rows used -----------------------------------------------------------------------
 
 
-def _complete(ev: Evaluator, value, label: str) -> np.ndarray:
+def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
+    """Rows where ``value`` is present (None: all of them)."""
     if isinstance(value, Factor):
-        return value.codes >= 0
+        ok = value.codes >= 0
+        return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    what = f"column '{label}'" if label in ev.columns else f"'{label}'"
+    if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
+        big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
+        if np.isfinite(big) and big > MAX_ABS:
+            raise DataError(
+                f"{what} has values as large as {big:.3g} (limit {MAX_ABS:g}); "
+                "recode them as missing or rescale the column"
+            )
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
     if np.isinf(values).any():
-        what = f"column '{label}'" if label in ev.columns else f"'{label}'"
         raise DataError(f"{what} has infinite values; replace them with missing or finite values")
-    return ~np.isnan(values).any(axis=1)
+    return finite.all(axis=1)
 
 
 # --- the model matrix of one right-hand side ---------------------------------------------
@@ -122,12 +153,18 @@ class _Builder:
         self.mask = mask
         self.n = int(mask.sum())
         self.levels: dict = {}
+        # row selection by index (faster than a boolean mask on 2-d arrays); none if all
+        self.rows = None if self.n == len(mask) else np.flatnonzero(mask)
+
+    def used(self, values: np.ndarray) -> np.ndarray:
+        """``values`` on the used rows."""
+        return values if self.rows is None else values.take(self.rows, axis=0)
 
     def factor(self, node) -> tuple[np.ndarray, tuple]:
         """Codes on the used rows with unused levels dropped (lme4's drop.unused.levels)."""
         if node not in self.levels:
             value = self.ev.variable(node)
-            codes = value.codes[self.mask]
+            codes = self.used(value.codes)
             present = np.bincount(codes, minlength=len(value.levels)) > 0
             remap = np.cumsum(present) - 1
             levels = tuple(v for v, p in zip(value.levels, present, strict=True) if p)
@@ -138,7 +175,7 @@ class _Builder:
         value = self.ev.variable(node)
         label = variable_label(node)
         if isinstance(value, Numeric):
-            return value.values[self.mask], [label + s for s in value.suffixes]
+            return self.used(value.values), [label + s for s in value.suffixes]
         codes, levels = self.factor(node)
         first = 1 if contrast else 0
         block = (codes[:, None] == np.arange(first, len(levels))[None, :]).astype(float)
@@ -151,12 +188,12 @@ class _Builder:
         blocks = [np.ones((self.n, 1))] if terms.intercept else []
         names = ["(Intercept)"] if terms.intercept else []
         for term, coding in zip(terms.terms, codings, strict=True):
-            block, block_names = np.ones((self.n, 1)), [""]
-            for var, contrast in zip(term, coding, strict=True):
+            block, block_names = self.variable_columns(term[0], coding[0])
+            for var, contrast in zip(term[1:], coding[1:], strict=True):
                 cols, col_names = self.variable_columns(var, contrast)
                 # the earlier variables vary fastest, as in R's model.matrix
                 block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
-                block_names = [f"{a}:{b}" if a else b for b in col_names for a in block_names]
+                block_names = [f"{a}:{b}" for b in col_names for a in block_names]
             blocks.append(block)
             names.extend(block_names)
         X = np.column_stack(blocks) if blocks else np.empty((self.n, 0))
@@ -250,9 +287,8 @@ def _finish_response(
     parsed: ParsedFormula, value, builder: _Builder, family: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(y, binomial trials or None)`` on the used rows."""
-    mask = builder.mask
     if isinstance(value, list):  # cbind(successes, failures), as R's binomial()$initialize
-        s, f = value[0][mask], value[1][mask]
+        s, f = builder.used(value[0]), builder.used(value[1])
         if np.any(s < 0) or np.any(f < 0):
             raise DataError(f"{parsed.response_text}: counts must be non-negative")
         n = s + f
@@ -269,7 +305,7 @@ def _finish_response(
         )
     if value.values.shape[1] != 1:
         raise UsageError(f"response '{parsed.response_text}' must be one column")
-    return value.values[mask, 0], None
+    return builder.used(value.values[:, 0]), None
 
 
 def _weights(weights, ev: Evaluator) -> np.ndarray | None:
@@ -295,8 +331,8 @@ def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _group_codes(ev: Evaluator, group: str, mask: np.ndarray) -> tuple[np.ndarray, tuple]:
-    codes, levels = pd.factorize(ev.column(group).to_numpy()[mask], sort=True)
+def _group_codes(ev: Evaluator, group: str, builder: _Builder) -> tuple[np.ndarray, tuple]:
+    codes, levels = pd.factorize(builder.used(ev.column(group).to_numpy()), sort=True)
     if len(levels) < 2:
         raise DataError(
             f"grouping factor '{group}' has {len(levels)} level(s); "
@@ -347,7 +383,9 @@ def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
     """Rows complete in every piece (R's na.omit); infinite numbers are an error."""
     mask = np.ones(len(ev.data), bool)
     for label, value in pieces:
-        mask &= _complete(ev, value, label)
+        ok = _complete(ev, value, label)
+        if ok is not None:
+            mask &= ok
     if not mask.any():
         raise DataError("no complete rows for the model's columns; check for missing values")
     return mask
@@ -381,11 +419,13 @@ def build_model_frame(
     if X.shape[1] == 0:
         raise UsageError(f"the fixed part {parsed.fixed_text!r} has no columns; add '1' at least")
     y, trials = _finish_response(parsed, response_value, builder, family)
-    w = None if w is None else w[mask]
+    w = None if w is None else builder.used(w)
     _check_weights(w)
     if trials is not None:
         w = trials if w is None else w * trials
-    offset = sum((ev.numeric(o, "offset")[mask] for o in fixed.offsets), np.zeros(builder.n))
+    offset = sum(
+        (builder.used(ev.numeric(o, "offset")) for o in fixed.offsets), np.zeros(builder.n)
+    )
     keep = independent_columns(X)
     dropped = tuple(n for n, k in zip(x_names, keep, strict=True) if not k)
     if dropped:
@@ -394,7 +434,7 @@ def build_model_frame(
             f"{len(dropped)} column(s): {', '.join(dropped)}"
         )
     Z, z_names, blocks = _random_matrix(parsed, builder, random)
-    codes, levels = _group_codes(ev, parsed.group, mask)
+    codes, levels = _group_codes(ev, parsed.group, builder)
     design, order = make_design(
         X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
         offset=offset if fixed.offsets else None,
@@ -404,7 +444,7 @@ def build_model_frame(
     return ModelFrame(
         design=design,
         order=order,
-        row_index=data.index[mask],
+        row_index=data.index if builder.rows is None else data.index.take(builder.rows),
         row_hash=_row_hash(mask, y),
         dropped_columns=dropped,
         n_dropped_rows=n_dropped,

@@ -63,6 +63,8 @@ class Fit:
     convergence: ConvergenceReport
     fitted: pd.Series | None = field(default=None, repr=False)
     sampling: dict[str, Any] | None = None  # sampling weights (pseudo-ML): see weighted_fit
+    # the fixed-effects model matrix (rows in the design's order), for lrt's nesting check
+    x_matrix: np.ndarray | None = field(default=None, repr=False)
 
     # --- derived statistics -----------------------------------------------------------
     @property
@@ -133,13 +135,15 @@ class Fit:
     # --- presentation -------------------------------------------------------------------
     def _title(self) -> str:
         crit = "REML" if self.reml else "maximum likelihood"
+        if self.sampling is not None:  # sampling weights: the criterion is a pseudo-likelihood
+            crit = "pseudo-maximum likelihood with sampling weights"
         if self.family == "gaussian":
             return f"Linear mixed model fit by {crit}"
         approx = (
             "Laplace approximation" if self.nagq == 1 else f"adaptive Gauss-Hermite ({self.nagq})"
         )
         return (
-            f"Generalized linear mixed model fit by maximum likelihood ({approx})\n"
+            f"Generalized linear mixed model fit by {crit} ({approx})\n"
             f" Family: {self.family} ( {self.link} )"
         )
 

@@ -5,24 +5,17 @@ before the first fit (SPEC section 2, step 1). :func:`build_sample` applies thes
 order and records each in a :class:`SampleReport`:
 
 1. drop rows whose outcome or group is missing;
-2. exclude candidate predictors of an unsupported type (dates, times, complex), with more
-   than ``max_missing`` of their values missing, or that are constant (one distinct value);
+2. screen the candidate predictors (:mod:`autoglmm.screening`): numbers written with
+   missing tokens become numbers, and unsupported types, more than ``max_missing``
+   missing, constant columns and categoricals with more than 50 levels are excluded;
 3. keep complete cases over the remaining predictors;
 4. drop groups with fewer than ``min_group_size`` rows;
 5. exclude predictors that became constant in the kept rows (rows are not added back);
 6. detect level-2 predictors: those constant within every group.
 
-Missing fractions and constancy are measured on the rows left after step 1.
-
-Categorical rule
-----------------
-A predictor is *categorical* when its dtype is string/object, pandas ``category`` or
-``bool``. Every numeric column is numeric, including SPSS items that carry value labels
-(Likert items such as 1 = "agree a lot" ... 4 = "disagree a lot"): they are treated as
-numeric ordinal scores, one coefficient each, as in the published analyses of TIMSS/PISA
-questionnaires. To treat a labelled item as categorical, convert it first, e.g.
-``df[col] = df[col].astype("category")``. Unused categories of a pandas categorical are
-removed from the kept sample, so a level absent from the sample never becomes a column.
+Missing fractions and constancy are measured on the rows left after step 1. When complete
+cases cost more than 20% of the rows, or of the groups that pass the size rule, the report
+carries a loud warning (SPEC 6.2): a search on 2% of the data must never pass in silence.
 
 Examples
 --------
@@ -34,14 +27,23 @@ Examples
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
+from autoglmm.screening import (
+    Exclusion,
+    candidate_columns,
+    coerce_numeric_tokens,
+    drop_late_constants,
+    is_categorical,
+    is_real_numeric,
+    no_predictors_message,
+    screen_predictors,
+)
 
 __all__ = [
     "FAMILIES",
@@ -50,8 +52,12 @@ __all__ = [
     "SampleReport",
     "SampleStep",
     "build_sample",
+    "LOSS_WARNING_SHARE",
     "validate_outcome",
 ]
+
+#: Complete cases losing more than this share of rows or groups raise a warning (SPEC 6.2).
+LOSS_WARNING_SHARE = 0.2
 
 #: The response families autoglmm fits.
 FAMILIES: tuple[str, ...] = ("gaussian", "binomial", "poisson")
@@ -84,29 +90,6 @@ class SampleStep:
 
 
 @dataclass(frozen=True)
-class Exclusion:
-    """A candidate predictor left out of the sample, with the reason and its number.
-
-    ``reason`` is one of ``"user"`` (listed in ``exclude``), ``"unsupported_type"``,
-    ``"missing"`` (``value`` = fraction missing), ``"constant"`` (``value`` = number of
-    distinct values, 0 or 1) and ``"constant_after_filtering"`` (same ``value``).
-    """
-
-    column: str
-    reason: str
-    detail: str
-    value: float | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "column": self.column,
-            "reason": self.reason,
-            "detail": self.detail,
-            "value": self.value,
-        }
-
-
-@dataclass(frozen=True)
 class SampleReport:
     """Every count and reason behind an :class:`AnalysisSample` (the ``dropped`` of result.json)."""
 
@@ -118,6 +101,7 @@ class SampleReport:
     max_missing: float
     min_group_size: int
     family: str
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready dict: plain ints, floats and strings only."""
@@ -132,11 +116,13 @@ class SampleReport:
             "dropped_groups": [
                 {"group": _json_scalar(g), "rows": int(n)} for g, n in self.dropped_groups
             ],
+            "warnings": list(self.warnings),
         }
 
     def to_text(self) -> str:
         """A short plain-text account, one line per step and per exclusion."""
         lines = [f"Analysis sample: {self.n_obs} rows in {self.n_groups} groups"]
+        lines.extend(f"WARNING: {w}" for w in self.warnings)
         for s in self.steps:
             line = (
                 f"  {s.description}: rows {s.rows_before} -> {s.rows_after}, "
@@ -239,19 +225,24 @@ def build_sample(
     max_missing: float = 0.2,
     min_group_size: int = 20,
     family: str = "gaussian",
+    conventional: Mapping[str, str] | None = None,
+    warnings: Sequence[str] = (),
 ) -> AnalysisSample:
     """Fix the rows and candidate predictors of a search (SPEC section 2, step 1).
 
     Parameters
     ----------
-    data : the full data set (e.g. from :func:`autoglmm.read_data`); it is not modified.
-    outcome, group : column names of the response and the grouping factor (level-2 unit).
-    predictors : candidate predictors; ``None`` means every other column. ``[]`` gives a
+    data : the data (any columns; only the outcome, group and candidates are used).
+    outcome, group : the response and the grouping column.
+    predictors : candidate predictors (default: every other column). An empty list gives a
         null-model-only sample. The order given never matters: the sample is the same.
     exclude : columns removed from the candidates.
     max_missing : a predictor with a larger fraction of missing values is excluded.
     min_group_size : groups with fewer kept rows are dropped.
     family : the response family the outcome must fit.
+    conventional : columns an assessment convention rules out, mapped to the reason
+        (:func:`autoglmm.lsa.conventions.classify`); listed in the report as exclusions.
+    warnings : warnings from earlier steps (reading, merging), kept in the report.
 
     Returns
     -------
@@ -268,16 +259,51 @@ def build_sample(
     """
     family = _check_family(family)
     _check_settings(data, max_missing, min_group_size)
-    candidates, user_excluded = _candidate_columns(data, outcome, group, predictors, exclude)
+    candidates, named_out = candidate_columns(
+        data, outcome, group, predictors, exclude, conventional
+    )
     need_predictors = predictors is None or len(predictors) > 0
     work = data.copy(deep=False)
     work.attrs = {}  # pandas deep-copies attrs on every column access: keep the loops cheap
+    notes = list(warnings) + coerce_numeric_tokens(work, [outcome, *candidates])
 
     g_codes, g_levels = _group_codes(work[group], group)
-    y = _outcome_values(work[outcome], outcome)
     track = _StepLog(g_codes)
     renamed = data.attrs.get("renamed_columns") or {}
     detail = "; ".join(f"repeated column '{old}' renamed '{new}'" for new, old in renamed.items())
+    rows, y = _rows_with_outcome(work, outcome, group, g_codes, family, track, detail)
+    idx = np.flatnonzero(rows)
+    usable, exclusions = screen_predictors(work, candidates, idx, max_missing)
+    exclusions = named_out + exclusions
+    kept = [c for c in candidates if c in usable]
+    if need_predictors and not kept:
+        raise DataError(no_predictors_message(candidates, exclusions, max_missing))
+    detail = f"{len(kept)} of {len(candidates)} candidate predictors kept"
+    track.record("exclude_predictors", "predictor exclusion", rows, detail)
+
+    codes = np.column_stack([usable[c] for c in kept]) if kept else np.zeros((len(idx), 0), int)
+    rows, codes, sizes = _filter_rows(codes, idx, g_codes, len(g_levels), min_group_size, track)
+    if track.steps[-1].groups_after < 2:
+        raise DataError(_few_groups_message(group, track.steps, len(kept), min_group_size))
+    kept, codes, late = drop_late_constants(kept, codes)
+    exclusions += late
+    if need_predictors and not kept:
+        raise DataError(no_predictors_message(candidates, exclusions, max_missing))
+    if np.ptp(y[rows]) == 0:
+        raise DataError(
+            f"the outcome '{outcome}' is constant ({_fmt(y[rows][0])}) in the analysis sample; "
+            "there is nothing to model, check the outcome column"
+        )
+    notes += loss_warnings(track.steps, g_codes[idx], len(g_levels), min_group_size)
+    return _assemble(
+        data, work, rows, codes, g_codes, (outcome, group, family), kept, track,
+        exclusions, (g_levels, sizes, min_group_size, max_missing), notes,
+    )  # fmt: skip
+
+
+def _rows_with_outcome(work, outcome, group, g_codes, family, track, detail) -> tuple:
+    """Step 1: the rows with both outcome and group, after checking the outcome's values."""
+    y = _outcome_values(work[outcome], outcome)
     track.record("input", "input data", np.ones(len(work), dtype=bool), detail)
     rows = (g_codes >= 0) & ~np.isnan(y)
     n_missing = (
@@ -290,30 +316,39 @@ def build_sample(
             "check that these are the right columns"
         )
     validate_outcome(y[rows], family)
+    return rows, y
 
-    idx = np.flatnonzero(rows)
-    usable, exclusions = _screen_predictors(work, candidates, idx, max_missing)
-    exclusions = [Exclusion(c, "user", "excluded by the user") for c in user_excluded] + exclusions
-    kept = [c for c in candidates if c in usable]
-    if need_predictors and not kept:
-        raise DataError(_no_predictors_message(candidates, exclusions, max_missing))
-    detail = f"{len(kept)} of {len(candidates)} candidate predictors kept"
-    track.record("exclude_predictors", "predictor exclusion", rows, detail)
 
-    codes = np.column_stack([usable[c] for c in kept]) if kept else np.zeros((len(idx), 0), int)
-    rows, codes, sizes = _filter_rows(codes, idx, g_codes, len(g_levels), min_group_size, track)
-    if track.steps[-1].groups_after < 2:
-        raise DataError(_few_groups_message(group, track.steps, len(kept), min_group_size))
-    kept, codes, late = _drop_late_constants(kept, codes)
-    exclusions += late
-    if need_predictors and not kept:
-        raise DataError(_no_predictors_message(candidates, exclusions, max_missing))
-    if np.ptp(y[rows]) == 0:
-        raise DataError(
-            f"the outcome '{outcome}' is constant ({_fmt(y[rows][0])}) in the analysis sample; "
-            "there is nothing to model, check the outcome column"
-        )
+def loss_warnings(
+    steps: Sequence[SampleStep], g_present: np.ndarray, n_levels: int, min_group_size: int
+) -> list[str]:
+    """Warn when complete cases cost more than 20% of rows or of the groups that pass the size rule.
 
+    ``g_present`` holds the group codes of the rows that have outcome and group: the groups
+    that would pass ``min_group_size`` without missing predictor values are the reference,
+    so a sample that keeps 8 of 229 schools is reported even when the size rule, not the
+    complete-case step itself, removed the schools.
+    """
+    by_name = {s.name: s for s in steps}
+    cc, final = by_name["complete_cases"], by_name["min_group_size"]
+    eligible = int((np.bincount(g_present, minlength=n_levels) >= min_group_size).sum())
+    row_loss = 1 - cc.rows_after / cc.rows_before if cc.rows_before else 0.0
+    group_loss = 1 - final.groups_after / eligible if eligible else 0.0
+    if max(row_loss, group_loss) <= LOSS_WARNING_SHARE:
+        return []
+    return [
+        f"complete cases keep {cc.rows_after:,} of {cc.rows_before:,} rows ({1 - row_loss:.1%}) "
+        f"and {final.groups_after:,} of the {eligible:,} groups with at least {min_group_size} "
+        f"rows ({1 - group_loss:.1%}); missing predictor values cost more than "
+        f"{LOSS_WARNING_SHARE:.0%}: use multiple imputation (impute=N, --impute N), or lower "
+        "max_missing to exclude the items with most missing values"
+    ]
+
+
+def _assemble(data, work, rows, codes, g_codes, roles, kept, track, exclusions, rules, notes):
+    """The frozen AnalysisSample and its report from the filtered rows and predictors."""
+    outcome, group, family = roles
+    g_levels, sizes, min_group_size, max_missing = rules
     sample_data = _sample_frame(work, rows, outcome, group, kept)
     variable_labels = data.attrs.get("variable_labels") or {}
     small = np.flatnonzero((sizes > 0) & (sizes < min_group_size))
@@ -326,13 +361,14 @@ def build_sample(
         max_missing=float(max_missing),
         min_group_size=int(min_group_size),
         family=family,
+        warnings=tuple(notes),
     )
     return AnalysisSample(
         data=sample_data,
         outcome=outcome,
         group=group,
         predictors=tuple(kept),
-        categorical=tuple(c for c in kept if _is_categorical(sample_data[c])),
+        categorical=tuple(c for c in kept if is_categorical(sample_data[c])),
         level2=_level2(codes, g_codes[rows], kept),
         labels={c: str(variable_labels[c]) for c in kept if variable_labels.get(c)},
         report=report,
@@ -405,60 +441,6 @@ def _check_settings(data: object, max_missing: float, min_group_size: int) -> No
         raise DataError(f"the data has duplicate column names ({dup}); rename them")
 
 
-def _candidate_columns(
-    data: pd.DataFrame,
-    outcome: str,
-    group: str,
-    predictors: Sequence[str] | None,
-    exclude: Sequence[str],
-) -> tuple[list, list]:
-    """Candidate predictors in the data's column order, and the user-excluded candidates."""
-    columns = list(data.columns)
-    _require_columns(columns, [outcome], "outcome")
-    _require_columns(columns, [group], "group")
-    if outcome == group:
-        raise UsageError(f"outcome and group are the same column '{outcome}'; choose two columns")
-    if isinstance(predictors, str) or isinstance(exclude, str):
-        raise UsageError("predictors and exclude must be lists of column names, not one string")
-    exclude = list(exclude)
-    _require_columns(columns, exclude, "excluded")
-    if predictors is None:
-        wanted = {c for c in columns if c not in (outcome, group)}
-    else:
-        _require_columns(columns, list(predictors), "predictor")
-        for role, name in (("outcome", outcome), ("group", group)):
-            if name in predictors:
-                raise UsageError(
-                    f"'{name}' is the {role}; it cannot also be a predictor, remove it from "
-                    "predictors"
-                )
-        wanted = set(predictors)
-    excluded = set(exclude)
-    candidates = [c for c in columns if c in wanted and c not in excluded]
-    user_excluded = [c for c in columns if c in wanted and c in excluded]
-    return candidates, user_excluded
-
-
-def _require_columns(columns: list, names: Sequence[str], role: str) -> None:
-    missing = [n for n in names if n not in columns]
-    if not missing:
-        return
-    text = [str(c) for c in columns]
-    hints = []
-    for name in missing[:3]:
-        close = [c for c in text if c.lower() == str(name).lower()] or difflib.get_close_matches(
-            str(name), text, n=3, cutoff=0.6
-        )
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "no close match"
-        hints.append(f"'{name}' ({hint})")
-    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-    noun = "column" if len(missing) == 1 else "columns"
-    raise DataError(
-        f"unknown {role} {noun}: {', '.join(hints)}{more}; the data has {len(columns)} columns, "
-        "check the spelling (names are case-sensitive)"
-    )
-
-
 # --- the steps -----------------------------------------------------------------------------
 
 
@@ -475,74 +457,12 @@ def _group_codes(column: pd.Series, group: str) -> tuple[np.ndarray, list]:
 
 def _outcome_values(column: pd.Series, outcome: str) -> np.ndarray:
     dtype = column.dtype
-    if not (pd.api.types.is_bool_dtype(dtype) or _is_real_numeric(dtype)):
+    if not (pd.api.types.is_bool_dtype(dtype) or is_real_numeric(dtype)):
         raise DataError(
             f"the outcome '{outcome}' is not numeric (dtype {dtype}); recode it as numbers "
             "(0/1 for a binary outcome)"
         )
     return column.to_numpy(dtype=float, na_value=np.nan)
-
-
-def _screen_predictors(
-    work: pd.DataFrame, candidates: list, idx: np.ndarray, max_missing: float
-) -> tuple[dict, list[Exclusion]]:
-    """Integer codes (-1 = missing) of each usable candidate, and the exclusions."""
-    usable: dict = {}
-    dropped: list[Exclusion] = []
-    n = len(idx)
-    for col in candidates:
-        series = work[col]
-        if not (_is_categorical(series) or _is_real_numeric(series.dtype)):
-            dropped.append(
-                Exclusion(
-                    col,
-                    "unsupported_type",
-                    f"unsupported type {series.dtype}; convert it to numbers or categories",
-                )
-            )
-            continue
-        values = series.iloc[idx]
-        if _is_real_numeric(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
-            arr = values.to_numpy(dtype=float, na_value=np.nan)
-            n_inf = int(np.isinf(arr).sum())
-            if n_inf:
-                raise DataError(
-                    f"predictor '{col}' has {n_inf} infinite values; replace them with valid "
-                    f"numbers or NaN, or exclude the column (exclude=['{col}'])"
-                )
-        codes, _ = pd.factorize(values, use_na_sentinel=True)
-        frac = float((codes < 0).sum() / n)
-        if frac > max_missing:
-            dropped.append(
-                Exclusion(
-                    col,
-                    "missing",
-                    f"{frac:.1%} missing ({int((codes < 0).sum())} of {n} rows) "
-                    f"> max_missing {max_missing:.0%}",
-                    frac,
-                )
-            )
-            continue
-        n_levels = int(codes.max()) + 1 if n else 0
-        if n_levels <= 1:
-            dropped.append(Exclusion(col, "constant", _constant_detail(n_levels), n_levels))
-            continue
-        usable[col] = codes
-    return usable, dropped
-
-
-def _drop_late_constants(kept: list, codes: np.ndarray) -> tuple[list, np.ndarray, list[Exclusion]]:
-    """Exclude predictors that became constant once rows and groups were filtered."""
-    if not kept:
-        return kept, codes, []
-    constant = (codes == codes[:1]).all(axis=0)
-    late = [
-        Exclusion(c, "constant_after_filtering", "constant in the kept rows", 1)
-        for c, is_const in zip(kept, constant, strict=True)
-        if is_const
-    ]
-    kept = [c for c, is_const in zip(kept, constant, strict=True) if not is_const]
-    return kept, codes[:, ~constant], late
 
 
 def _level2(codes: np.ndarray, g: np.ndarray, kept: list) -> tuple[str, ...]:
@@ -576,40 +496,6 @@ def _scatter(n: int, idx: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[idx] = True
     return mask
-
-
-def _is_categorical(series: pd.Series) -> bool:
-    dtype = series.dtype
-    return (
-        isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(dtype)
-        or pd.api.types.is_string_dtype(dtype)
-        or pd.api.types.is_object_dtype(dtype)
-    )
-
-
-def _is_real_numeric(dtype: object) -> bool:
-    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
-
-
-def _constant_detail(n_levels: int) -> str:
-    return "no non-missing values" if n_levels == 0 else "constant (a single value)"
-
-
-def _no_predictors_message(candidates: list, exclusions: list[Exclusion], max_missing) -> str:
-    if not candidates:
-        return (
-            "no candidate predictors: the data has only the outcome and group columns (or all "
-            "were excluded); add predictor columns, or pass predictors=[] for a null model only"
-        )
-    counts: dict[str, int] = {}
-    for e in exclusions:
-        counts[e.reason] = counts.get(e.reason, 0) + 1
-    summary = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in counts.items())
-    return (
-        f"no usable predictors: all {len(candidates)} candidates were excluded ({summary}); "
-        f"raise max_missing (now {max_missing}) or check the predictor columns"
-    )
 
 
 def _few_groups_message(

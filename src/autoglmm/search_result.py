@@ -98,6 +98,16 @@ class SearchResult:
     manifest: dict
     rule: dict = field(default_factory=dict)
     stages: tuple[dict, ...] = ()
+    pooled: Any = None  # autoglmm.analyses.Pooling when several analyses were pooled
+    weighted: dict | None = None  # name -> Fit refitted with sampling weights (pseudo-ML)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Data warnings a reader must see: sample loss, tokens read as missing, merges."""
+        notes = list(getattr(self.sample.report, "warnings", ()))
+        if self.pooled is not None:
+            notes += [w for w in self.pooled.warnings if w not in notes]
+        return notes
 
     def steps_frame(self) -> pd.DataFrame:
         """The trace, one row per candidate, columns in :class:`Step`'s field order."""
@@ -172,6 +182,11 @@ def _result_dict(result: SearchResult) -> dict:
         name: _model_dict(getattr(result, name), result.r2.get(name), sample.group)
         for name in ("null", "base", "preliminary", "optimal")
     }
+    for name, fit in (result.weighted or {}).items():  # sampling weights: SPEC 6.3
+        if models.get(name) is not None:
+            weighted = _model_dict(fit, None, sample.group)
+            weighted.pop("r2")  # R² is not defined for the pseudo-likelihood fits
+            models[name]["weighted"] = {**weighted, "sampling_weights": fit.sampling}
     out = {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),
@@ -188,6 +203,8 @@ def _result_dict(result: SearchResult) -> dict:
         "optimal_terms": result.optimal_terms,
         "stages": [json_value(s) for s in result.stages],
         "manifest": json_value(result.manifest),
+        "warnings": result.warnings,
+        "plausible_values": None if result.pooled is None else result.pooled.to_dict(),
     }
     if result.rule:  # a SearchResult built by hand may not know its rule
         out["rule"] = json_value(result.rule)

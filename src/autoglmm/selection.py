@@ -64,6 +64,13 @@ def search(
     seed: int | None = None,
     progress: bool = True,
     n_jobs: int | None = None,
+    merge: Sequence[Any] = (),
+    lsa: str = "auto",
+    impute: int = 0,
+    level1_weights: str | None = None,
+    level2_weights: str | None = None,
+    conditional_weights: bool = False,
+    weight_scaling: str = "raw",
 ) -> SearchResult:
     """Find the optimal two-level GLMM by the ranked likelihood-ratio search of SPEC 2.
 
@@ -91,6 +98,16 @@ def search(
     ntree, mtry, seed, n_jobs : the MERF ranking's settings (``seed`` fixes it).
     standardize : z-score numeric predictors before fitting (coefficients per SD).
     progress : show rich progress bars.
+    merge, lsa : files joined onto the data, and the assessment naming convention whose
+        IDs, weights and plausible values are never candidates (:mod:`autoglmm.lsa`).
+    impute : number of two-level multiple imputations (0 = complete cases). With several
+        outcomes (a list, or a glob such as ``"BSMMAT0[1-5]"``, the plausible values) or
+        ``impute``, one search runs per analysis and the results are pooled
+        (:func:`autoglmm.analyses.search_analyses`); the result then has ``pooled``.
+    level1_weights, level2_weights, conditional_weights, weight_scaling : sampling weight
+        columns (see :func:`autoglmm.fit`). Selection stays unweighted; the four reported
+        models are refitted with the weights (``SearchResult.weighted``; see
+        :mod:`autoglmm.weighted_search`).
 
     Returns
     -------
@@ -105,11 +122,23 @@ def search(
     >>> res.optimal_terms["random_slopes"]  # doctest: +SKIP
     ['ses', ...]
     """
-    params = _check_params(dict(locals()))
-    clock = _Clock()
-    frame = _load(data)
-    user_ranking = _user_ranking(ranking, frame, outcome, group)
+    args = dict(locals())
+    from autoglmm.analyses import is_multiple, search_analyses
+    from autoglmm.lsa import prepare
     from autoglmm.sample import build_sample
+    from autoglmm.weighted_search import attach, refit_weighted, search_weights
+
+    if impute or is_multiple(outcome):
+        return search_analyses(**args)
+    params = _check_params(args)
+    clock = _Clock()
+    frame, conventional, notes = prepare(_load(data), [outcome], group, merge, lsa)
+    user_ranking = _user_ranking(ranking, frame, outcome, group)
+    weights = search_weights(
+        frame, level1_weights, level2_weights, conditional_weights, weight_scaling
+    )
+    if weights is not None:  # weight columns are never candidates
+        exclude = [*([exclude] if isinstance(exclude, str) else exclude), *weights.columns]
 
     sample = build_sample(
         frame,
@@ -120,11 +149,14 @@ def search(
         max_missing=max_missing,
         min_group_size=min_group_size,
         family=family,
+        conventional=conventional,
+        warnings=notes,
     )
     clock.lap("sample")
     run_seed = _run_seed(seed)
     manifest = _manifest(params, run_seed, sample, clock)
     ctx = _Context(sample, family, _analysis_data(sample, standardize), progress)
+    wdata = None if weights is None else attach(ctx.data, frame, sample.group, weights)
     try:
         null = ctx.fit_terms(Terms())
         icc = icc_of(null, family, sample.group)
@@ -136,7 +168,12 @@ def search(
                 "a GLMM is not needed (a single-level model will do); use force=True "
                 "(--force) to search anyway"
             )
-            return _build(ctx, null, icc, False, reason, None, [], {}, params, manifest, clock)
+            weighted = None
+            if weights is not None:
+                weighted = refit_weighted({"null": (Terms(), null)}, ctx.formula, wdata,
+                                          family, weights)  # fmt: skip
+            return _build(ctx, null, icc, False, reason, None, [], {}, params, manifest, clock,
+                          weighted)  # fmt: skip
         if user_ranking is not None or not sample.predictors:
             rank = _user_ranking_object(user_ranking or [], sample)
         else:
@@ -144,10 +181,15 @@ def search(
         clock.lap("ranking")
         order = _ranked_predictors(rank, sample)
         steps, models, stages = _select(ctx, null, order, params, clock)
+        weighted = None
+        if weights is not None:
+            reported = {"null": (Terms(), null), **models}
+            weighted = refit_weighted(reported, ctx.formula, wdata, family, weights)
+            clock.lap("weighted_refits")
     finally:
         ctx.close()
     return _build(ctx, null, icc, glmm_needed, None, rank, steps, models, params, manifest, clock,
-                  stages)  # fmt: skip
+                  weighted, stages)  # fmt: skip
 
 
 def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Clock):
@@ -501,10 +543,17 @@ def _check_params(params: dict) -> dict:
     for key in ("predictors", "exclude"):
         if params[key] is not None and not isinstance(params[key], str):
             params[key] = [str(n) for n in params[key]]
+    merge = params["merge"]
+    merge = [merge] if isinstance(merge, str | os.PathLike | pd.DataFrame) else list(merge)
+    params["merge"] = [m if isinstance(m, str) else type(m).__name__ for m in map(_path, merge)]
     return params
 
 
 # --- result assembly -----------------------------------------------------------------------
+
+
+def _path(value: Any) -> Any:
+    return str(value) if isinstance(value, os.PathLike) else value
 
 
 class _Clock:
@@ -542,6 +591,7 @@ def _build(
     params,
     manifest,
     clock,
+    weighted=None,
     stages=(),
 ) -> SearchResult:
     models = {"null": (Terms(), null), **models}
@@ -568,6 +618,7 @@ def _build(
         manifest=manifest,
         rule=resolve_rule(params["patience"], params["threshold"]).to_dict(),
         stages=tuple(stages),
+        weighted=weighted,
     )
 
 

@@ -47,6 +47,10 @@ _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "floor": np.floor, "ceiling": np.ceil, "trunc": np.trunc, "sign": np.sign,
     "as.numeric": np.asarray, "as.double": np.asarray, "as.integer": np.trunc,
 }  # fmt: skip
+_SUMMARIES: dict[str, Callable[[np.ndarray], float]] = {
+    "mean": np.mean, "median": np.median, "sd": lambda x: np.std(x, ddof=1),
+    "min": np.min, "max": np.max,
+}  # fmt: skip
 _FACTOR_FUNCS = ("factor", "as.factor", "C", "relevel")
 _ARITH: dict[str, Callable] = {
     "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
@@ -59,7 +63,7 @@ _TREATMENT = {"Treatment", "treatment", "contr.treatment", "T"}
 
 
 def supported_functions() -> str:
-    names = ["I", "log", *_MATH, "scale", "poly", *_FACTOR_FUNCS, "offset"]
+    names = ["I", "log", *_MATH, *_SUMMARIES, "scale", "poly", *_FACTOR_FUNCS, "offset"]
     return ", ".join(f"{n}()" for n in names)
 
 
@@ -82,8 +86,9 @@ class Evaluator:
 
     def __init__(self, data: pd.DataFrame):
         self.data = data
-        self.columns = set(data.columns)
+        self.columns = data.columns  # an Index: hashed membership, no copy
         self.memo: dict = {}
+        self._series: dict[str, pd.Series] = {}
 
     # -- public -----------------------------------------------------------------------
     def variable(self, node) -> Numeric | Factor:
@@ -100,7 +105,9 @@ class Evaluator:
         return value.values[:, 0]
 
     def column(self, name: str) -> pd.Series:
-        column = self.data[name]
+        if name in self._series:
+            return self._series[name]
+        column = self._series[name] = self.data[name]
         if isinstance(column, pd.DataFrame):
             raise DataError(
                 f"column name '{name}' appears {column.shape[1]} times in the data; "
@@ -214,6 +221,8 @@ class Evaluator:
             return self._arith_operand(node.args[0], node)
         if func == "scale":
             return self._scale(node)
+        if func in _SUMMARIES:
+            return self._summary(node, func)
         if func == "log" or func in _MATH:
             if not node.args:
                 raise UsageError(f"{deparse(node)} needs an argument")
@@ -234,6 +243,15 @@ class Evaluator:
             f"unknown function {node.func}() in {deparse(node)}; use one of "
             f"{supported_functions()}, or compute the column before fitting"
         )
+
+    def _summary(self, node: Call, func: str) -> float:
+        """``mean(x)``, ``sd(x)``, ... over all rows; NA unless ``na.rm = TRUE``, as in R."""
+        if len(node.args) != 1:
+            raise UsageError(f"{deparse(node)}: {func}() takes one column here")
+        x = np.asarray(self._arith_operand(node.args[0], node), dtype=float)
+        if _literal(dict(node.kwargs).get("na.rm"), node):
+            x = x[~np.isnan(x)]
+        return float(_SUMMARIES[func](x)) if x.size else np.nan
 
     def _scale(self, node: Call) -> np.ndarray:
         args = dict(zip(("x", "center", "scale"), node.args, strict=False)) | dict(node.kwargs)

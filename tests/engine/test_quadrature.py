@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate
 
 from autoglmm.engine.design import make_design
 from autoglmm.engine.families import BINOMIAL_LOGIT, POISSON_LOG
-from autoglmm.engine.glmm import GlmmWorkspace
+from autoglmm.engine.glmm import GlmmWorkspace, fit_glmm
 from autoglmm.engine.quadrature import gauss_hermite, product_rule
 
 
@@ -110,3 +114,90 @@ def test_one_point_rule_is_the_laplace_value(q) -> None:
     rule = GlmmWorkspace(d, BINOMIAL_LOGIT, 3)
     rule.rule = product_rule(1, q)  # the one-node rule through the quadrature kernel
     assert rule.deviance(theta, beta) == pytest.approx(laplace, abs=1e-10)
+
+
+# --- the Ohio wheeze data (geepack::ohio, 537 children x 4 visits; issue 11) -------------
+
+OHIO_REF = json.loads((Path(__file__).parents[1] / "reference" / "lme4_engine.json").read_text())
+# the nagq=9 estimates of the issue's reproducer (resp ~ age + smoke + (age | id))
+OHIO_THETA = np.array([2.24478586, 0.08092065, 0.11916868])
+OHIO_BETA = np.array([-3.17055476, -0.23974252, 0.39022325])
+
+
+@pytest.fixture(scope="module")
+def ohio():
+    df = pd.read_csv(Path(__file__).parents[1] / "reference" / "ohio.csv")
+    X = np.column_stack([np.ones(len(df)), df["age"], df["smoke"]]).astype(float)
+    codes = pd.factorize(df["id"], sort=True)[0]
+    y = df["resp"].to_numpy(float)
+    slope = make_design(X, y, X[:, :2], codes, re_blocks=(2,))[0]
+    intercept = make_design(X, y, X[:, :1], codes, re_blocks=(1,))[0]
+    return slope, intercept
+
+
+def _ohio_brute_force(d, theta, beta, npts: int = 201) -> float:
+    """-2 log-likelihood by the trapezoid rule on an npts x npts grid over [-12, 12]^2 in u
+    (children with the same visits and responses share one integral: 32 patterns). The
+    rule converges geometrically here: 201 and 601 points agree to 1e-9."""
+    ws = GlmmWorkspace(d, BINOMIAL_LOGIT, 1)
+    lam = ws.lam(theta)
+    grid = np.linspace(-12, 12, npts)
+    U1, U2 = np.meshgrid(grid, grid, indexing="ij")
+    U = np.stack([U1.ravel(), U2.ravel()], axis=1)
+    cache, total = {}, 0.0
+    for j in range(d.m):
+        sl = slice(d.starts[j], d.starts[j + 1])
+        key = (d.X[sl].tobytes(), d.y[sl].tobytes())
+        if key not in cache:
+            e = (d.X[sl] @ beta)[None, :] + U @ (d.Z[sl] @ lam).T
+            F = -2 * (d.y[sl] * e - np.logaddexp(0, e)).sum(1) + (U**2).sum(1)
+            dens = np.exp(-0.5 * F).reshape(U1.shape) / (2 * np.pi)
+            cache[key] = -2 * np.log(
+                integrate.trapezoid(integrate.trapezoid(dens, grid, axis=1), grid)
+            )
+        total += cache[key]
+    return total + ws.const
+
+
+def test_2d_agq_aligned_with_the_random_effects_scale_matches_brute_force(ohio) -> None:
+    d, _ = ohio
+    exact = -0.5 * _ohio_brute_force(d, OHIO_THETA, OHIO_BETA)
+    assert exact == pytest.approx(-797.5629, abs=1e-4)  # the issue's 601 x 601 value
+    assert -0.5 * _ohio_brute_force(d, OHIO_THETA, OHIO_BETA, 151) == pytest.approx(exact, abs=1e-7)
+    agq = {k: -0.5 * GlmmWorkspace(d, BINOMIAL_LOGIT, k).deviance(OHIO_THETA, OHIO_BETA)
+           for k in (9, 25)}  # fmt: skip
+    # was -797.2962 with the rule aligned with L^{-T} in u (needing nagq >= 21 for 0.01)
+    assert agq[9] == pytest.approx(-797.5565, abs=1e-4)
+    assert abs(agq[9] - exact) < 0.01
+    assert abs(agq[25] - exact) < 1e-3
+
+
+def test_scalar_agq_on_ohio_agrees_with_lme4_and_lme4_is_off_at_nagq_9(ohio) -> None:
+    _, d = ohio
+    for k in (9, 25):
+        ref = OHIO_REF["ohio"][f"int_agq{k}"]
+        res = fit_glmm(d, family="binomial", nagq=k)
+        assert res.convergence.converged
+        assert res.loglik >= ref["logLik"] - 1e-6 and res.loglik - ref["logLik"] < 1e-3
+    # lme4's own scalar rule moves by a quarter of a log-likelihood unit from 9 to 25 points
+    gap = OHIO_REF["ohio"]["int_agq25"]["logLik"] - OHIO_REF["ohio"]["int_agq9"]["logLik"]
+    assert gap < -0.2
+
+
+def test_laplace_with_a_slope_agrees_with_lme4(ohio) -> None:
+    d, _ = ohio
+    ref = OHIO_REF["ohio"]["slope_laplace"]
+    res = fit_glmm(d, family="binomial")
+    assert res.convergence.converged
+    assert 0 <= res.loglik - ref["logLik"] < 1e-3  # lme4's PIRLS stops ~3e-4 short
+
+
+def test_inaccurate_quadrature_is_said_in_the_messages(ohio) -> None:
+    # product Gauss-Hermite at 9 points is off by ~0.19 at the fitted estimates here (groups
+    # with the same responses add the same error): the fit says so instead of hiding it
+    d, _ = ohio
+    res = fit_glmm(d, family="binomial", nagq=9)
+    note = [m for m in res.convergence.messages if "adaptive quadrature with nagq=9" in m]
+    assert note and "nagq=19" in note[0]
+    fine = -0.5 * GlmmWorkspace(d, BINOMIAL_LOGIT, 19).deviance(res.theta, res.beta)
+    assert abs(fine - res.loglik) > 0.01

@@ -127,3 +127,19 @@ def test_sandwich_scores_vanish_at_the_optimum():
     assert sand.vcov_beta.shape == (2, 2)
     assert np.all(np.isfinite(sand.vc_se)) and np.all(sand.vc_se > 0)
     assert len(sand.vc_se) == 4  # two variances, one covariance, the residual
+
+
+def test_singular_fit_gives_no_standard_error_for_the_zero_variance():
+    rng = np.random.default_rng(9)
+    g = np.repeat(np.arange(30), 10)
+    X = np.column_stack([np.ones(300), rng.normal(size=300)])
+    e = rng.normal(size=300)
+    y = e - np.bincount(g, e)[g] / 10  # every group mean 0: no between-group variance
+    design, _ = make_design(X, y, X[:, :1], g, re_blocks=(1,))
+    sw = prepare_weights(rng.uniform(1, 2, 300), np.repeat(rng.uniform(1, 3, 30), 10),
+                         design.starts, conditional=True)  # fmt: skip
+    res, ws, est = fit_weighted_lmm(design, sw)
+    assert res.convergence.singular and est.cov_re[0, 0] == 0.0
+    sand = lmm_sandwich(ws, est)
+    assert np.isnan(sand.vc_se[0]) and np.isfinite(sand.vc_se[1])  # variance 0: no SE
+    assert np.all(np.isfinite(np.diag(sand.vcov_beta)))

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoglmm.errors import DataError
+
+# Largest magnitude accepted in any model column. Sums of squares of n values below it stay
+# far from overflow (1e200 * n < 1.8e308), and real measurements never come near it: such
+# values are codes (SPSS writes 1e244-like numbers for some missing values) or errors.
+MAX_ABS = 1e100
+
 
 @dataclass(frozen=True, eq=False)
 class GroupedDesign:
@@ -132,18 +139,28 @@ def theta_start(re_blocks: tuple[int, ...]) -> np.ndarray:
     return np.where(np.isfinite(theta_lower(re_blocks)), 1.0, 0.0)
 
 
-def lambda_from_theta(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray:
-    """The q x q lower-triangular relative covariance factor Lambda (block diagonal)."""
-    q = sum(re_blocks)
-    lam = np.zeros((q, q))
-    pos = 0
-    offset = 0
+def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of Lambda for each theta element (column-major lower triangles).
+
+    The one theta -> Lambda map of the package: both engines build Lambda as
+    ``lam[rows, cols] = theta`` with these positions.
+    """
+    rows, cols, offset = [], [], 0
     for k in re_blocks:
         for col in range(k):
             for row in range(col, k):
-                lam[offset + row, offset + col] = theta[pos]
-                pos += 1
+                rows.append(offset + row)
+                cols.append(offset + col)
         offset += k
+    return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+
+
+def lambda_from_theta(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray:
+    """The q x q lower-triangular relative covariance factor Lambda (block diagonal)."""
+    rows, cols = theta_positions(re_blocks)
+    q = sum(re_blocks)
+    lam = np.zeros((q, q))
+    lam[rows, cols] = theta
     return lam
 
 
@@ -188,3 +205,68 @@ def theta_canonical(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray
                 theta[pos : pos + length] *= -1.0
             pos += length
     return theta
+
+
+def _check_columns(values: np.ndarray, names) -> None:
+    """Finite and at most MAX_ABS in every column (two reductions, no copies: this runs
+    before every fit); the message names the first offending column."""
+    M = values.reshape(len(values), -1)
+    if M.size == 0:
+        return
+    hi, lo = M.max(axis=0), M.min(axis=0)  # NaN and inf propagate into these
+    bad = ~(np.isfinite(hi) & np.isfinite(lo)) | (hi > MAX_ABS) | (lo < -MAX_ABS)
+    if not bad.any():
+        return
+    j = int(np.flatnonzero(bad)[0])
+    name = names[j]
+    if not (np.isfinite(hi[j]) and np.isfinite(lo[j])):
+        raise DataError(f"{name} has infinite or missing values; fix or drop those rows")
+    big = max(abs(float(hi[j])), abs(float(lo[j])))
+    raise DataError(
+        f"{name} has values as large as {big:.3g} (limit {MAX_ABS:g}); "
+        "such values overflow the model's sums of squares: recode them as missing or rescale"
+    )
+
+
+def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
+    """Refuse a design the likelihood cannot be evaluated on, or cannot identify.
+
+    - every value finite and at most :data:`MAX_ABS` in magnitude (columns named);
+    - prior weights positive: a weight of 0 puts ``log 0`` into the gaussian likelihood
+      (lme4 reports a log-likelihood of -Inf there); drop those rows instead;
+    - identifiability as lme4 checks it (``check.nobs.vs.nlev``, ``check.nobs.vs.nRE``):
+      for a gaussian model the number of groups, and the number of random effects of
+      each correlated term (levels x its size), must be fewer than the observations,
+      otherwise they cannot be told apart from the residual; for binomial/poisson (no
+      residual variance) they may equal it (an observation-level random effect).
+
+    Raises :class:`~autoglmm.errors.DataError` (CLI exit 1) with a one-line message.
+    """
+    _check_columns(design.y, ["the outcome"])
+    _check_columns(design.X, [f"fixed-effect column '{n}'" for n in design.x_names])
+    _check_columns(design.Z, [f"random-effect column '{n}'" for n in design.z_names])
+    _check_columns(design.offset, ["the offset"])
+    _check_columns(design.weights, ["the prior weights"])
+    if design.n and design.weights.min() <= 0:
+        n_bad = int(np.sum(design.weights <= 0))
+        raise DataError(
+            f"prior weights must be positive: {n_bad} row(s) have weight <= 0; drop those rows"
+        )
+    n, m = design.n, design.m
+    too_many = (lambda k: k >= n) if gaussian else (lambda k: k > n)
+    relation = "fewer than" if gaussian else "at most"
+    if too_many(m):
+        raise DataError(
+            f"the grouping factor has {m} levels for {n} observations; the number of levels "
+            f"must be {relation} the number of observations (as lme4 requires): group by a "
+            "higher-level unit, not by a row identifier"
+        )
+    names = iter(design.z_names)
+    for k in design.re_blocks:
+        term = ", ".join(next(names) for _ in range(k))
+        if too_many(m * k):
+            raise DataError(
+                f"random effects ({term}) x {m} groups = {m * k} random effects for {n} "
+                f"observations; they must be {relation} the observations (as lme4 requires): "
+                "drop random slopes or use larger groups"
+            )

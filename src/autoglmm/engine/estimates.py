@@ -15,9 +15,11 @@ import numpy as np
 class ConvergenceReport:
     """Outcome of the optimisation and of the post-fit checks (lme4's checkConv, as data).
 
-    converged : False if the optimizer failed, or the scaled gradient stayed above
-        ``grad_tol`` after one restart, or the Hessian over the covariance parameters is not
-        positive semi-definite away from the boundary (SPEC section 2, Convergence).
+    converged : False if the optimizer failed, or the deviance is not finite, or lme4's
+        scaled gradient ``max(pmin(|solve(chol(H), g)|, |g|))`` stayed above ``grad_tol``
+        after one restart (a singular fit is exempt, as in lme4), or the Hessian over the
+        covariance parameters is not positive semi-definite away from the boundary, or
+        (GLMMs) PIRLS failed at the estimate (SPEC section 2, Convergence).
     singular : the optimum is on the boundary (a variance 0 or a correlation +-1).
     """
 
@@ -27,10 +29,11 @@ class ConvergenceReport:
     optimizer_status: str
     n_evaluations: int
     restarted: bool
-    scaled_gradient: float  # max |H^-1 g| (lme4's relative gradient check), nan if not computed
+    scaled_gradient: float  # lme4's checkConv statistic (see converged), nan if not computed
     hessian_min_eigenvalue: float  # over the covariance parameters, nan if not computed
     grad_tol: float = 2e-3
     messages: tuple[str, ...] = ()
+    optimizer_success: bool = True  # the optimizer's own flag (False also for ABNORMAL)
     evaluation_log: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
 
 

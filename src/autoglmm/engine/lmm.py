@@ -30,7 +30,14 @@ import numpy as np
 from numba import njit
 from scipy import linalg
 
-from autoglmm.engine.design import GroupedDesign, theta_canonical, theta_lower, theta_start
+from autoglmm.engine.design import (
+    GroupedDesign,
+    check_design,
+    theta_canonical,
+    theta_lower,
+    theta_positions,
+    theta_start,
+)
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
 
@@ -65,18 +72,6 @@ class LMMWorkspace:
     @property
     def p(self) -> int:
         return self.XtX.shape[0]
-
-
-def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of Lambda for each theta element (column-major lower triangles)."""
-    rows, cols, offset = [], [], 0
-    for k in re_blocks:
-        for col in range(k):
-            for row in range(col, k):
-                rows.append(offset + row)
-                cols.append(offset + col)
-        offset += k
-    return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
 
 
 @njit(cache=True)
@@ -505,6 +500,7 @@ def fit_lmm(
 
 
 def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
+    check_design(design, gaussian=True)
     ws = make_workspace(design)
     lower = theta_lower(design.re_blocks)
     x0 = theta_start(design.re_blocks)

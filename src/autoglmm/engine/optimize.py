@@ -31,18 +31,23 @@ What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
    then each parameter on a bound is probed one step inside, and the minimisation
    continues from there if that is better (a gradient method can stop at a saddle on
    the boundary, where lme4's derivative-free BOBYQA would not);
-3. derivatives at the optimum, over the parameters not on a bound: with ``jac=True`` the
-   analytic gradient and a Hessian from forward differences of it (k extra gradients);
+3. derivatives at the optimum, over the parameters not on a bound (:func:`derivatives`):
+   with ``jac=True`` the analytic gradient and a Hessian from central differences of it;
    otherwise lme4's ``deriv12``: central differences of the deviance (one-sided at a
    bound);
-4. checks: the scaled gradient ``max |min(H^-1 g, g)|`` (lme4's relative gradient test)
-   must be below ``grad_tol``, and the Hessian over the free covariance parameters must be
-   positive semi-definite;
+4. checks (lme4 1.1-31's ``checkConv``): a non-finite deviance fails outright; the
+   scaled gradient ``max(pmin(|solve(chol(H), g)|, |g|))`` must be below ``grad_tol``
+   (default 2e-3, lme4's ``check.conv.grad`` tolerance for lmer and glmer alike; a failed
+   Cholesky factorisation fails the check), computed in the model's parameters when a
+   ``transform`` is given; a singular fit is exempt from it, as in lme4; and the Hessian
+   over the free covariance parameters must be positive semi-definite;
 5. if a check fails, one restart from a perturbed optimum (seeded by ``rng_seed``); the
    better of the two runs is kept and checked again.
 
 ``converged`` is False if the optimizer failed or a check still fails after the restart
-(SPEC section 2, Convergence). ``singular`` is True when a bounded covariance parameter
+(SPEC section 2, Convergence). L-BFGS-B's ABNORMAL_TERMINATION_IN_LNSRCH counts as a
+failure unless the checks pass at that point, and then it is said in the messages.
+``singular`` is True when a bounded covariance parameter
 ends within ``singular_tol`` of its bound (lme4's ``isSingular``): a variance 0 or a
 correlation of +-1. A singular fit can be converged.
 """
@@ -55,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import linalg
 from scipy import optimize as sopt
 
 from autoglmm.engine.estimates import ConvergenceReport
@@ -81,9 +87,13 @@ def single_threaded_blas() -> contextlib.AbstractContextManager:
 
 Objective = Callable[[np.ndarray], float | tuple[float, np.ndarray]]
 
+# what the optimizer sees instead of an infinite or NaN deviance (it needs a number to
+# back off from); such a value is never accepted as an optimum (see ``_check``)
+_NONFINITE = 1e300
+
 
 @dataclass
-class _Counter:
+class CountedObjective:
     """Wraps the objective: counts evaluations and keeps the log (f, *x)."""
 
     fun: Objective
@@ -94,20 +104,20 @@ class _Counter:
         out = self.fun(np.asarray(x, dtype=float))
         f = float(out[0] if self.jac else out)
         self.log.append((f, *map(float, x)))
-        return f if np.isfinite(f) else 1e300
+        return f if np.isfinite(f) else _NONFINITE
 
     def both(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         f, g = self.fun(np.asarray(x, dtype=float))
         self.log.append((float(f), *map(float, x)))
         if not np.isfinite(f):
-            return 1e300, np.zeros(len(x))
+            return _NONFINITE, np.zeros(len(x))
         return float(f), np.asarray(g, dtype=float)
 
     def grad(self, x: np.ndarray) -> np.ndarray | None:
         return self.both(x)[1] if self.jac else None
 
 
-def _minimize(obj: _Counter, x0, lower, upper, method: str, max_iter: int):
+def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: int):
     bounds = sopt.Bounds(lower, upper)
     x0 = np.clip(x0, lower, upper)
     if method == "L-BFGS-B" and obj.jac:
@@ -132,11 +142,13 @@ def _minimize(obj: _Counter, x0, lower, upper, method: str, max_iter: int):
         )  # fmt: skip
     else:
         raise ValueError(f"unknown optimizer method {method!r}")
-    ok = bool(res.success) or "ABNORMAL" in str(res.message).upper()
+    # L-BFGS-B's ABNORMAL_TERMINATION_IN_LNSRCH (the line search found no decrease) is
+    # not a success: it is accepted only if the checks pass at that point (``_verdict``)
+    ok = bool(res.success)
     return np.clip(np.asarray(res.x, dtype=float), lower, upper), float(res.fun), ok, res
 
 
-def _snap(obj: _Counter, x, f, lower, upper, tol):
+def _snap(obj: CountedObjective, x, f, lower, upper, tol):
     """lme4's check.boundary: move near-bound parameters onto the bound if no worse."""
     near = (np.isfinite(lower) & (x - lower < tol) & (x != lower)) | (
         np.isfinite(upper) & (upper - x < tol) & (x != upper)
@@ -164,38 +176,61 @@ def _steps(x, lower, upper, delta):
     return h, fwd, bwd
 
 
-def _derivatives(obj: _Counter, x, f, lower, upper, free, delta=1e-4):
-    """Gradient and Hessian over the free parameters (see step 3 of the module docstring)."""
+def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4):
+    """Gradient and Hessian over the ``free`` parameters at ``x`` (``f`` = value there).
+
+    Without an analytic gradient this is lme4's ``deriv12`` (central differences for the
+    gradient and the diagonal) except off the diagonal, where forward mixed differences
+    ``(f(++) - f(+0) - f(0+) + f) / (h_i h_j)`` cost one deviance per pair instead of
+    lme4's four (first order: about 2e-3 relative on sleepstudy, immaterial for a test
+    against 2e-3, and a third of the cost of an AGQ fit); with ``obj.jac`` the analytic
+    gradient and central differences of it for the Hessian (second order). The
+    step is ``delta * max(|x|, 1)`` (lme4: ``delta``), one-sided in a parameter whose step
+    would cross its bound. ``obj`` may memoise: the points are the same on every call.
+    """
     idx = np.flatnonzero(free)
     k = len(idx)
     h, fwd, bwd = _steps(x, lower, upper, delta)
+    central = fwd & bwd
+
+    def shifted(*moves):
+        z = x.copy()
+        for i, sign in moves:
+            z[i] += sign * h[i]
+        return z
+
     if obj.jac:
         g_full = obj.grad(x)
-        g = g_full[idx]
         H = np.empty((k, k))
-        for a, i in enumerate(idx):  # forward differences of the analytic gradient
-            e = np.zeros_like(x)
-            sign = 1.0 if fwd[i] else -1.0
-            e[i] = sign * h[i]
-            H[:, a] = (sign * (obj.grad(x + e) - g_full) / h[i])[idx]
-        return g, 0.5 * (H + H.T)
-    g = np.empty(k)
-    H = np.empty((k, k))
-    fp, fm = np.empty(k), np.empty(k)
+        for a, i in enumerate(idx):
+            if central[i]:
+                col = (obj.grad(shifted((i, 1))) - obj.grad(shifted((i, -1)))) / (2 * h[i])
+            elif fwd[i]:
+                col = (obj.grad(shifted((i, 1))) - g_full) / h[i]
+            else:
+                col = (g_full - obj.grad(shifted((i, -1)))) / h[i]
+            H[:, a] = col[idx]
+        return g_full[idx], 0.5 * (H + H.T)
+    g, H = np.empty(k), np.empty((k, k))
+    fp = {i: obj.value(shifted((i, 1))) if fwd[i] else np.nan for i in idx}
+    fm = {i: obj.value(shifted((i, -1))) if bwd[i] else np.nan for i in idx}
     for a, i in enumerate(idx):
-        e = np.zeros_like(x)
-        e[i] = h[i]
-        fp[a] = obj.value(x + e)
-        fm[a] = obj.value(x - e)
-        g[a] = (fp[a] - fm[a]) / (2 * h[i])
-        H[a, a] = (fp[a] - 2 * f + fm[a]) / h[i] ** 2
+        if central[i]:
+            g[a] = (fp[i] - fm[i]) / (2 * h[i])
+            H[a, a] = (fp[i] - 2 * f + fm[i]) / h[i] ** 2
+        else:  # one-sided: three points on the open side
+            s = 1 if fwd[i] else -1
+            f1, f2 = (fp[i] if s > 0 else fm[i]), obj.value(shifted((i, 2 * s)))
+            g[a] = s * (-3 * f + 4 * f1 - f2) / (2 * h[i])
+            H[a, a] = (f2 - 2 * f1 + f) / h[i] ** 2
     for a in range(k):
         for c in range(a):
             i, j = idx[a], idx[c]
-            ei, ej = np.zeros_like(x), np.zeros_like(x)
-            ei[i], ej[j] = h[i], h[j]
-            fpp = obj.value(x + ei + ej)
-            H[a, c] = H[c, a] = (fpp - fp[a] - fp[c] + f) / (h[i] * h[j])
+            si, sj = (1 if fwd[i] else -1), (1 if fwd[j] else -1)
+            fi = fp[i] if si > 0 else fm[i]
+            fj = fp[j] if sj > 0 else fm[j]
+            fij = obj.value(shifted((i, si), (j, sj)))
+            H[a, c] = H[c, a] = si * sj * (fij - fi - fj + f) / (h[i] * h[j])
     return g, H
 
 
@@ -209,46 +244,110 @@ class _Check:
     descent: np.ndarray | None = None  # direction of negative curvature, if any
 
 
-def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric=False) -> _Check:
-    """lme4's derivative checks at ``x``.
+def lme4_scaled_gradient(g: np.ndarray, H: np.ndarray) -> float:
+    """lme4's checkConv statistic: ``max(pmin(|solve(chol(H), g)|, |g|))``.
 
-    Parameters on a bound are left out (their one-sided derivatives are not zero at a
+    ``chol(H)`` is R's upper factor ``R`` with ``H = R'R``, so the statistic uses
+    ``R^{-1} g`` (whose squared norm is the Newton decrement ``g'H^{-1}g``), not the Newton
+    step ``H^{-1} g``: the latter is 50-70 times more lenient on hsb82. ``nan`` when the
+    Cholesky factorisation fails (lme4: "unable to evaluate scaled gradient").
+    """
+    g = np.asarray(g, dtype=float)
+    if not np.all(np.isfinite(g)) or not np.all(np.isfinite(H)):
+        return float("nan")
+    try:
+        upper = np.linalg.cholesky(H).T
+    except np.linalg.LinAlgError:
+        return float("nan")
+    scaled = linalg.solve_triangular(upper, g, lower=False, check_finite=False)
+    return float(np.max(np.minimum(np.abs(scaled), np.abs(g)))) if len(g) else 0.0
+
+
+def assess(
+    g: np.ndarray,
+    H: np.ndarray,
+    free: np.ndarray,
+    cov_mask: np.ndarray,
+    grad_tol: float,
+    *,
+    singular: bool,
+    exempt_singular: bool = True,
+    transform: np.ndarray | None = None,
+) -> _Check:
+    """lme4's checkConv on derivatives ``g`` (k,) and ``H`` (k, k) over the ``free``
+    parameters, as data.
+
+    ``transform`` (the matrix ``T`` of ``x = T p + c``) maps the optimizer's coordinates
+    ``x`` back to the model's parameters ``p`` (theta, beta) first: lme4's statistic is not
+    invariant under a change of coordinates, so it is computed where lme4 computes it.
+    A singular fit is exempt from the gradient check (lme4 >= 1.1-27 returns before it),
+    unless ``exempt_singular`` is False. The Hessian over the free covariance parameters
+    must be positive semi-definite (relative tolerance 1e-6, lme4's check.conv.hess).
+    """
+    idx = np.flatnonzero(free)
+    if transform is not None:
+        Tf = transform[np.ix_(idx, idx)]
+        g, H = Tf.T @ g, Tf.T @ H @ Tf
+    msgs = []
+    scaled = lme4_scaled_gradient(g, H)
+    cov_free = cov_mask[free]
+    min_eig, hess_ok, descent = np.nan, True, None
+    if cov_free.any() and np.all(np.isfinite(H)):
+        eig, vecs = np.linalg.eigh(H[np.ix_(cov_free, cov_free)])
+        min_eig = float(eig[0])
+        hess_ok = bool(min_eig >= -1e-6 * max(1.0, float(np.max(np.abs(eig)))))
+        if not hess_ok:
+            descent = np.zeros(len(free))
+            direction = vecs[:, 0]
+            if transform is not None:  # back to the optimizer's coordinates
+                direction = Tf[np.ix_(cov_free, cov_free)] @ direction
+            descent[idx[cov_free]] = direction
+            msgs.append(
+                f"Hessian over the covariance parameters is not positive semi-definite "
+                f"(min eigenvalue {min_eig:.3g})"
+            )
+    elif cov_free.any():
+        hess_ok = False
+        msgs.append("Hessian is not finite")
+    if singular and exempt_singular:
+        grad_ok = True  # lme4 skips the gradient check on a boundary fit
+    elif not np.isfinite(scaled):
+        grad_ok = False
+        msgs.append("unable to evaluate the scaled gradient: the Hessian is not positive definite")
+    else:
+        grad_ok = bool(scaled < grad_tol)
+        if not grad_ok:
+            msgs.append(f"scaled gradient {scaled:.3g} above tolerance {grad_tol:g}")
+    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs), descent)
+
+
+def is_singular(x, lower, cov_mask, singular_tol: float) -> bool:
+    """lme4's isSingular: a bounded covariance parameter within ``singular_tol`` of 0."""
+    bounded = np.asarray(cov_mask, bool) & np.isfinite(lower)
+    return bool(np.any(x[bounded] - lower[bounded] < singular_tol))
+
+
+def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric, singular_tol, transform):
+    """lme4's derivative checks at ``x`` (see :func:`assess`).
+
+    A non-finite deviance fails at once (lme4: "Gradient contains NAs"). Parameters on a
+    bound are left out of the derivatives (their one-sided derivatives are not zero at a
     boundary optimum), unless ``symmetric``: with a ``canonical`` map the bound is only a
     choice among equivalent points, the deviance is smooth across it, and a point with a
     zero diagonal must have a positive semi-definite Hessian in every direction, or it is
     a saddle that merely looks singular.
     """
+    if not (np.isfinite(f) and f < _NONFINITE):
+        msg = "the deviance is not finite at the estimate (log-likelihood -inf or NaN)"
+        return _Check(np.nan, np.nan, False, False, (msg,))
     on_bound = (np.isfinite(lower) & (x <= lower)) | (np.isfinite(upper) & (x >= upper))
     free = np.ones(len(x), bool) if symmetric else ~on_bound
     if not free.any():
         return _Check(0.0, np.nan, True, True, ())
-    g, H = _derivatives(obj, x, f, lower, upper, free)
-    msgs = []
-    try:
-        newton = np.linalg.solve(H, g)
-        scaled = float(np.max(np.minimum(np.abs(newton), np.abs(g))))
-    except np.linalg.LinAlgError:
-        scaled = float(np.max(np.abs(g)))
-        msgs.append("Hessian is singular: scaled gradient replaced by the raw gradient")
-    cov_free = cov_mask[free]
-    min_eig = np.nan
-    hess_ok = True
-    descent = None
-    if cov_free.any():
-        eig, vecs = np.linalg.eigh(H[np.ix_(cov_free, cov_free)])
-        min_eig = float(eig[0])
-        hess_ok = bool(min_eig >= -1e-6 * max(1.0, float(np.max(np.abs(eig)))))
-        if not hess_ok:
-            descent = np.zeros(len(x))
-            descent[np.flatnonzero(free)[cov_free]] = vecs[:, 0]
-            msgs.append(
-                f"Hessian over the covariance parameters is not positive semi-definite "
-                f"(min eigenvalue {min_eig:.3g})"
-            )
-    grad_ok = bool(np.isfinite(scaled) and scaled < grad_tol)
-    if not grad_ok:
-        msgs.append(f"scaled gradient {scaled:.3g} above tolerance {grad_tol:g}")
-    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs), descent)
+    g, H = derivatives(obj, x, f, lower, upper, free)
+    singular = is_singular(x, lower, cov_mask, singular_tol)
+    T = None if transform is None else transform
+    return assess(g, H, free, cov_mask, grad_tol, singular=singular, transform=T)
 
 
 def _restart_point(obj, x, chk: _Check, lower, upper, rng):
@@ -271,7 +370,7 @@ def _perturb(x, lower, upper, rng):
     return np.clip(trial, lower, upper)
 
 
-def _escape(obj: _Counter, x, f, lower):
+def _escape(obj: CountedObjective, x, f, lower):
     """A point inside the bounds that beats ``x``, if one exists next to a bound.
 
     A gradient method stops at a bounded parameter whose derivative is 0 there, although
@@ -322,8 +421,12 @@ def optimize(
     method: str | None = None,
     max_iter: int = 2000,
     restart: bool = True,
+    transform: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, ConvergenceReport]:
     """Minimise ``fun`` within bounds and check the optimum as lme4 does (module docstring).
+
+    ``transform``: the matrix ``T`` of ``x = T p + c`` when ``x`` are rescaled coordinates
+    of the model's parameters ``p``; lme4's check is computed in ``p`` (see :func:`assess`).
 
     Example
     -------
@@ -334,54 +437,111 @@ def optimize(
     with single_threaded_blas():
         return _optimize(
             fun, x0, lower, upper, jac, cov_mask, canonical, rng_seed, grad_tol,
-            boundary_tol, singular_tol, method, max_iter, restart,
+            boundary_tol, singular_tol, method, max_iter, restart, transform,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the minimisation itself reports, before the checks at the final point."""
+
+    method: str
+    success: bool  # the optimizer's own success flag
+    status: str  # its message
+    restarted: bool
+    n_evaluations: int
+    evaluation_log: tuple = ()
+
+    @classmethod
+    def from_report(cls, report: ConvergenceReport, n_evaluations: int | None = None):
+        """The run part of an earlier report (to rebuild it at a later final state)."""
+        n = report.n_evaluations if n_evaluations is None else n_evaluations
+        return cls(
+            report.optimizer, report.optimizer_success, report.optimizer_status,
+            report.restarted, n, report.evaluation_log,
+        )  # fmt: skip
+
+    @property
+    def abnormal(self) -> bool:
+        """L-BFGS-B stopped because its line search found no decrease."""
+        return "ABNORMAL" in self.status.upper()
+
+
+def build_report(
+    run: RunRecord,
+    chk: _Check,
+    *,
+    singular: bool,
+    grad_tol: float,
+    extra: tuple[str, ...] = (),
+    notes: tuple[str, ...] = (),
+) -> ConvergenceReport:
+    """The convergence record, built once from the final state (SPEC section 2).
+
+    converged: the optimizer succeeded (or, for L-BFGS-B, stopped ABNORMAL at a point that
+    passes the checks: a line search that finds no decrease at an optimum is rounding,
+    and it is said in the messages), lme4's scaled-gradient check passed (a singular fit
+    is exempt, as in lme4), the Hessian over the covariance parameters is positive
+    semi-definite, and ``extra`` (failures found by the engine, e.g. PIRLS) is empty.
+    ``notes`` are messages that do not fail the fit (e.g. a fallback for the vcov).
+    """
+    checks_ok = chk.grad_ok and chk.hess_ok
+    accepted = run.success or (run.abnormal and checks_ok)
+    messages = [*extra, *chk.messages]
+    if not accepted:
+        messages.insert(0, f"optimizer {run.method} failed: {run.status}")
+    elif not run.success:
+        messages.append(
+            f"optimizer {run.method} stopped with {run.status!r}; accepted because lme4's "
+            "gradient and Hessian checks pass at that point"
+        )
+    if singular:
+        messages.append("boundary (singular) fit: a variance is 0 or a correlation is +-1")
+    messages.extend(notes)
+    return ConvergenceReport(
+        converged=bool(accepted and checks_ok and not extra),
+        singular=singular,
+        optimizer=run.method,
+        optimizer_status=run.status,
+        n_evaluations=run.n_evaluations,
+        restarted=run.restarted,
+        scaled_gradient=chk.scaled_gradient,
+        hessian_min_eigenvalue=chk.hessian_min_eigenvalue,
+        grad_tol=grad_tol,
+        messages=tuple(messages),
+        evaluation_log=run.evaluation_log,
+        optimizer_success=run.success,
+    )
 
 
 def _optimize(
     fun, x0, lower, upper, jac, cov_mask, canonical, rng_seed, grad_tol,
-    boundary_tol, singular_tol, method, max_iter, restart,
+    boundary_tol, singular_tol, method, max_iter, restart, transform,
 ):  # fmt: skip
     x0 = np.asarray(x0, dtype=float)
     lower = np.asarray(lower, dtype=float)
     upper = np.full(len(x0), np.inf) if upper is None else np.asarray(upper, dtype=float)
     cov_mask = np.ones(len(x0), bool) if cov_mask is None else np.asarray(cov_mask, bool)
     method = method or ("L-BFGS-B" if jac else "Nelder-Mead")
-    obj = _Counter(fun, jac)
+    obj = CountedObjective(fun, jac)
+    args = (lower, upper, cov_mask, grad_tol, canonical is not None, singular_tol, transform)
     x, f, ok, status = _run(obj, x0, lower, upper, method, max_iter, boundary_tol, canonical)
-    symmetric = canonical is not None
-    chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric)
+    chk = _check(obj, x, f, *args)
     restarted = False
-    if restart and not (ok and chk.grad_ok and chk.hess_ok):
+    abnormal = "ABNORMAL" in status.upper()
+    if restart and not ((ok or abnormal) and chk.grad_ok and chk.hess_ok):
         restarted = True
         rng = np.random.default_rng(rng_seed)
+        symmetric = canonical is not None
         run_lower = np.full(len(x), -np.inf) if symmetric else lower
         run_upper = np.full(len(x), np.inf) if symmetric else upper
         x_restart = _restart_point(obj, x, chk, run_lower, run_upper, rng)
         x2, f2, ok2, status2 = _run(
             obj, x_restart, lower, upper, method, max_iter, boundary_tol, canonical
         )
-        if f2 < f or not ok:
+        if f2 < f or not (ok and np.isfinite(f) and f < _NONFINITE):
             x, f, ok, status = x2, f2, ok2, status2
-            chk = _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric)
-    bounded_cov = cov_mask & np.isfinite(lower)
-    singular = bool(np.any(x[bounded_cov] - lower[bounded_cov] < singular_tol))
-    messages = list(chk.messages)
-    if not ok:
-        messages.insert(0, f"optimizer {method} failed: {status}")
-    if singular:
-        messages.append("boundary (singular) fit: a variance is 0 or a correlation is +-1")
-    report = ConvergenceReport(
-        converged=bool(ok and chk.grad_ok and chk.hess_ok),
-        singular=singular,
-        optimizer=method,
-        optimizer_status=status,
-        n_evaluations=len(obj.log),
-        restarted=restarted,
-        scaled_gradient=chk.scaled_gradient,
-        hessian_min_eigenvalue=chk.hessian_min_eigenvalue,
-        grad_tol=grad_tol,
-        messages=tuple(messages),
-        evaluation_log=tuple(obj.log),
-    )
-    return x, f, report
+            chk = _check(obj, x, f, *args)
+    run = RunRecord(method, ok, status, restarted, len(obj.log), tuple(obj.log))
+    singular = is_singular(x, lower, cov_mask, singular_tol)
+    return x, f, build_report(run, chk, singular=singular, grad_tol=grad_tol)

@@ -204,8 +204,10 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
     """Gradient pieces of the Laplace deviance at the conditional modes ``u``.
 
     ``Ls`` and ``rows`` come from :func:`pirls_modes` at the same parameters. Returns
-    ``r`` (n,) with ``d D / d beta = X' r`` and ``G`` (q, q) with
-    ``d D / d Lambda[r, c] = G[r, c]`` (only the entries that are theta are used).
+    ``r`` (n,) with ``d D / d beta = X' r``, ``G`` (q, q) with
+    ``d D / d Lambda[r, c] = G[r, c]`` (only the entries that are theta are used), and
+    ``ok``: False when a group's observed curvature is not positive definite (probit far
+    from the optimum), where the implicit derivative of the modes does not exist.
     Envelope theorem for ``F``; for ``log det H`` the direct derivative plus the implicit
     derivative of the modes (observed curvature of F in ``du/dphi``, Fisher weights in H).
     No transcendental function is evaluated here: the row terms are ``rows``.
@@ -252,7 +254,8 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
                 for b in range(q):
                     Ho[a, b] += 0.5 * s2 * A[i, a] * A[i, b]
                     S[a, b] += w * Z[i, a] * Z[i, b]
-        chol_inplace(Ho)
+        if not chol_inplace(Ho):  # observed curvature not PD (probit far from the mode)
+            return r, G, False
         chol_solve(Ho, v, wv)
         for i in range(lo, hi):
             wa = 0.0
@@ -279,4 +282,4 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
                     + 2.0 * col[cc]
                     - 0.5 * wv[cc] * Zs[rr]
                 )
-    return r, G
+    return r, G, True

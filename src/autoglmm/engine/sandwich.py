@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.lmm import theta_positions
+from autoglmm.engine.design import theta_positions
 from autoglmm.engine.weighted_glmm import WeightedGlmmFit
 from autoglmm.engine.weighted_lmm import (
     WeightedLMMEstimates,
@@ -70,6 +70,26 @@ def vc_pairs(re_blocks: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         off += [(offset + i, offset + j) for j in range(k) for i in range(j + 1, k)]
         offset += k
     return tuple(diag + off)
+
+
+def _inverse(H: np.ndarray) -> np.ndarray:
+    """Inverse of a Hessian, NaN when it is singular (a fit on the boundary)."""
+    try:
+        return np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return np.full_like(H, np.nan)
+
+
+def boundary_nan(vc_se: np.ndarray, pairs, cov: np.ndarray, scale: float) -> np.ndarray:
+    """NaN for the components of a random effect whose variance is 0 (a singular fit):
+    the delta method gives 0 there, which is not a standard error (WeMix reports NA).
+    ``scale`` is the level-1 variance (sigma2, or 1 for binomial models)."""
+    zero = np.diag(cov) <= 1e-8 * max(float(np.max(np.diag(cov), initial=0.0)), scale)
+    out = vc_se.copy()
+    for k, pair in enumerate(pairs):
+        if pair is not None and (zero[pair[0]] or zero[pair[1]]):
+            out[k] = np.nan
+    return out
 
 
 def vc_jacobian(
@@ -214,14 +234,15 @@ def lmm_sandwich(ws: WeightedWorkspace, est: WeightedLMMEstimates) -> Sandwich:
         return lmm_group_scores(x[:nt], est.beta, x[nt], ws)[1][:, p:].sum(axis=0)
 
     H = _hessian_from_scores(grad_ts, np.append(est.theta, sigma))
-    Hinv = np.linalg.inv(H)
+    Hinv = _inverse(H)
     V = Hinv @ J[p:, p:] @ Hinv
     D = vc_jacobian(est.theta, est.sigma2, ws.re_blocks, ws.rows, ws.cols, with_sigma=True)
     vc_se = np.sqrt(np.clip(np.diag(D @ V @ D.T), 0.0, None))
+    pairs = vc_pairs(ws.re_blocks) + (None,)
     return Sandwich(
         vcov_beta=0.5 * (vcov_beta + vcov_beta.T),
-        vc_pairs=vc_pairs(ws.re_blocks) + (None,),
-        vc_se=vc_se,
+        vc_pairs=pairs,
+        vc_se=boundary_nan(vc_se, pairs, est.cov_re, est.sigma2),
         n_groups=ws.m,
     )
 
@@ -246,17 +267,20 @@ def glmm_sandwich(fit: WeightedGlmmFit) -> Sandwich:
     nt = obj.nt
     J = meat(glmm_group_scores(fit))
     H = -0.5 * obj.norm * fit.hessian  # Hessian of the pseudo-log-likelihood
-    Hinv = np.linalg.inv(H)
+    Hinv = _inverse(H)
     V = Hinv @ J @ Hinv
     blocks = obj.design.re_blocks
     rows, cols = theta_positions(blocks)
     D = np.zeros((len(vc_pairs(blocks)), len(fit.x)))
     D[:, :nt] = vc_jacobian(fit.x[:nt], 1.0, blocks, rows, cols, with_sigma=False)
     vcov_beta = V[nt:, nt:]
+    lam = np.zeros((sum(blocks), sum(blocks)))
+    lam[rows, cols] = fit.x[:nt]
+    vc_se = np.sqrt(np.clip(np.diag(D @ V @ D.T), 0.0, None))
     return Sandwich(
         vcov_beta=0.5 * (vcov_beta + vcov_beta.T),
         vc_pairs=vc_pairs(blocks),
-        vc_se=np.sqrt(np.clip(np.diag(D @ V @ D.T), 0.0, None)),
+        vc_se=boundary_nan(vc_se, vc_pairs(blocks), lam @ lam.T, 1.0),
         n_groups=len(obj.w2),
     )
 

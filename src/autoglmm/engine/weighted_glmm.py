@@ -14,10 +14,11 @@ PIRLS finds the pseudo-likelihood modes); the level-2 weights multiply the per-g
 deviances. For a 0/1 outcome the row deviance has no normalising constant, as WeMix's
 ``w * dbinom(y, 1, mu, log = TRUE)``.
 
-Optimisation: start from the unweighted-at-level-2 fit of the engine, then damped Newton
-steps on (theta, beta) with the gradient and Hessian of the weighted deviance from central
-differences (``2 k^2 + 1`` deviances per step for k parameters, each a compiled pass over
-the rows). The Hessian at the optimum is also the sandwich's bread. theta is optimised
+Optimisation: start from the engine's fit without the level-2 weights, then quasi-Newton
+steps on (theta, beta) (BFGS updates of a finite-difference Hessian, central-difference
+gradients: ``2 k + 1`` deviances per step for k parameters, each a compiled pass over the
+rows), Laplace first and then AGQ from the Laplace optimum. The Hessian at the optimum is
+also the sandwich's bread. theta is optimised
 without bounds (the deviance is even in each column of Lambda) and mapped back with
 ``theta_canonical``.
 """
@@ -56,6 +57,8 @@ class WeightedGlmmObjective:
         self.nt = design.n_theta
         self.ws = GlmmWorkspace(self.design, code, nagq)
         self.code = code
+        # the modes of the last evaluation where PIRLS succeeded: the next one's warm start
+        self.u = np.zeros((design.m, design.q))
 
     def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return x[: self.nt], x[self.nt :]
@@ -63,17 +66,19 @@ class WeightedGlmmObjective:
     def per_group(self, x: np.ndarray) -> np.ndarray:
         """(m,) deviances D_j (without the level-2 weight); inf where PIRLS fails."""
         theta, beta = self.split(x)
-        eta0, A, _, dev, usq, logdet, L, status, _ = self.ws.modes(theta, beta)
-        if np.any(status == 3):
+        md = self.ws.modes(theta, beta, self.u)
+        if not md.ok:  # PIRLS failed somewhere: no deviance (glmm.Modes.failure)
             return np.full(len(self.w2), np.inf)
+        self.u = md.u
         if self.ws.rule is None:
-            return dev + usq + logdet
+            return md.dev + md.usq + md.logdet
         d = self.design
         nodes, logw = self.ws.rule
         inner = agq_deviance(
-            self.code, eta0, A, d.y, d.weights, d.starts, self.ws.u, L, dev + usq, nodes, logw
-        )
-        return inner + logdet
+            self.code, md.eta0, md.A, md.lam, d.y, d.weights, d.starts, md.u, md.L,
+            md.dev + md.usq, nodes, logw,
+        )  # fmt: skip
+        return inner + md.logdet
 
     def total(self, x: np.ndarray) -> float:
         """The weighted deviance ``sum_j w_j D_j`` (not normalised)."""
@@ -88,38 +93,58 @@ def _steps(x: np.ndarray, rel: float) -> np.ndarray:
     return rel * np.maximum(1.0, np.abs(x))
 
 
-def grad_hess(fun, x: np.ndarray, rel: float = 1e-4) -> tuple[float, np.ndarray, np.ndarray]:
-    """Value, gradient and Hessian by central differences (``2 k^2 + 1`` evaluations)."""
+def value_grad(fun, x: np.ndarray, rel: float = 1e-5) -> tuple[float, np.ndarray]:
+    """Value and central-difference gradient (``2 k + 1`` evaluations)."""
+    h = _steps(x, rel)
+    g = np.empty(len(x))
+    for i in range(len(x)):
+        e = np.zeros(len(x))
+        e[i] = h[i]
+        g[i] = (fun(x + e) - fun(x - e)) / (2 * h[i])
+    return fun(x), g
+
+
+def hessian(fun, x: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    """Hessian from values: central second differences on the diagonal, forward mixed
+    differences off it (``k (k + 3) / 2 + 1`` evaluations, as the unweighted engine)."""
     k = len(x)
     h = _steps(x, rel)
     f0 = fun(x)
-    g = np.empty(k)
+    fp = np.empty(k)
     H = np.empty((k, k))
     for i in range(k):
         e = np.zeros(k)
         e[i] = h[i]
-        fp, fm = fun(x + e), fun(x - e)
-        g[i] = (fp - fm) / (2 * h[i])
-        H[i, i] = (fp - 2 * f0 + fm) / h[i] ** 2
+        fp[i] = fun(x + e)
+        H[i, i] = (fp[i] - 2 * f0 + fun(x - e)) / h[i] ** 2
     for i in range(k):
         for j in range(i):
             e = np.zeros(k)
-            e[i], e[j] = h[i], -h[j]
-            ei = np.zeros(k)
-            ei[i], ei[j] = h[i], h[j]
-            val = fun(x + ei) - fun(x + e) - fun(x - e) + fun(x - ei)
-            H[i, j] = H[j, i] = val / (4 * h[i] * h[j])
-    return f0, g, H
+            e[i], e[j] = h[i], h[j]
+            H[i, j] = H[j, i] = (fun(x + e) - fp[i] - fp[j] + f0) / (h[i] * h[j])
+    return H
 
 
-def _newton(fun, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, int, bool]:
-    """Damped, saddle-free Newton iterations; returns (x, f, g, H, iterations, converged)."""
+def _newton_step(g: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Saddle-free Newton step: |eigenvalues| of H, floored."""
+    vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
+    return -(vecs @ ((vecs.T @ g) / np.maximum(np.abs(vals), 1e-8)))
+
+
+def quasi_newton(
+    fun, x: np.ndarray, H: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray, int, bool]:
+    """Quasi-Newton iterations from the Hessian ``H`` (BFGS updates) with central-difference
+    gradients: ``2 k + 1`` evaluations per step instead of a new Hessian's ``O(k^2)``.
+
+    Returns (x, f, g, iterations, converged); converged means the Newton decrement of the
+    normalised deviance fell below ``NEWTON_TOL``.
+    """
+    f, g = value_grad(fun, x)
     for it in range(MAX_NEWTON):
-        f, g, H = grad_hess(fun, x)
-        vals, vecs = np.linalg.eigh(H)
-        step = -(vecs @ ((vecs.T @ g) / np.maximum(np.abs(vals), 1e-8)))
-        if -(g @ step) < NEWTON_TOL and vals.min() > 0:
-            return x, f, g, H, it, True
+        step = _newton_step(g, H)
+        if -(g @ step) < NEWTON_TOL:
+            return x, f, g, it, True
         t = 1.0
         while t > 1e-6:
             fn = fun(x + t * step)
@@ -127,10 +152,35 @@ def _newton(fun, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarr
                 break
             t *= 0.5
         else:
-            return x, f, g, H, it, False
-        x = x + t * step
-    f, g, H = grad_hess(fun, x)
-    return x, f, g, H, MAX_NEWTON, False
+            return x, f, g, it, False
+        x_new = x + t * step
+        f, g_new = value_grad(fun, x_new)
+        s, y = x_new - x, g_new - g
+        if s @ y > 1e-12 * np.linalg.norm(s) * np.linalg.norm(y):
+            Hs = H @ s
+            H = H + np.outer(y, y) / (y @ s) - np.outer(Hs, Hs) / (s @ Hs)
+        x, g = x_new, g_new
+    return x, f, g, MAX_NEWTON, False
+
+
+def _optimum(fun, x: np.ndarray, H: np.ndarray):
+    """Quasi-Newton to the optimum, then the Hessian there (the sandwich's bread) and exact
+    Newton steps with it until the decrement is small (usually none are needed)."""
+    x, f, g, iters, ok = quasi_newton(fun, x, H)
+    H = hessian(fun, x)
+    for _ in range(3):
+        step = _newton_step(g, H)
+        if -(g @ step) < NEWTON_TOL:
+            break
+        trial = fun(x + step)
+        if not (np.isfinite(trial) and trial <= f):
+            break
+        x = x + step
+        f, g = value_grad(fun, x)
+        H = hessian(fun, x)
+        iters += 1
+    ok = ok or -(g @ _newton_step(g, H)) < NEWTON_TOL
+    return x, f, g, H, iters, ok
 
 
 def _report(x, g, H, nt, lower, iterations, converged) -> ConvergenceReport:
@@ -149,7 +199,7 @@ def _report(x, g, H, nt, lower, iterations, converged) -> ConvergenceReport:
         singular=singular,
         optimizer="newton (central differences)",
         optimizer_status="converged" if converged else "stopped",
-        n_evaluations=int(iterations * (2 * len(x) ** 2 + 1)),
+        n_evaluations=int(iterations * (2 * len(x) + 2)),
         restarted=False,
         scaled_gradient=scaled,
         hessian_min_eigenvalue=cov_eig,
@@ -202,21 +252,30 @@ def fit_weighted_glmm(
 
 
 def _fit(design, sw, code, family, link, nagq) -> tuple[EngineResult, WeightedGlmmFit]:
-    obj = WeightedGlmmObjective(design, sw, code, nagq)
-    start = fit_glmm(obj.design, family=family, link=link, nagq=1)
-    x0 = np.concatenate([start.theta, start.beta])
-    x, _, g, H, iters, ok = _newton(obj, x0)
+    lap = WeightedGlmmObjective(design, sw, code, 1)
+    start = fit_glmm(lap.design, family=family, link=link, nagq=1)
+    x = np.concatenate([start.theta, start.beta])
+    # Laplace first (cheap), from the fit without level-2 weights; AGQ then starts at the
+    # Laplace optimum with the Laplace Hessian, which is close to its own
+    x, _, g, H, iters, ok = _optimum(lap, x, hessian(lap, x))
+    obj = lap
+    if nagq > 1:
+        obj = WeightedGlmmObjective(design, sw, code, nagq)
+        obj.u = lap.u.copy()
+        x, _, g, H, more, ok = _optimum(obj, x, H)
+        iters += more
     nt = design.n_theta
     canon = theta_canonical(x[:nt], design.re_blocks)
     if np.any(canon != x[:nt]):  # a column of Lambda flipped: derivatives at the new point
         x[:nt] = canon
-        _, g, H = grad_hess(obj, x)
+        _, g = value_grad(obj, x)
+        H = hessian(obj, x)
     lower = theta_lower(design.re_blocks)
     report = _report(x, g, H, nt, lower, iters, ok)
     theta, beta = obj.split(x)
-    dev = obj.total(x)  # leaves the modes of the optimum in obj.ws.u
+    dev = obj.total(x)  # leaves the modes of the optimum in obj.u
     lam = obj.ws.lam(theta)
-    ranef = obj.ws.u @ lam.T
+    ranef = obj.u @ lam.T
     eta = design.X @ beta + design.offset + np.einsum("ij,ij->i", design.Z, ranef[design.group])
     try:
         vcov = np.linalg.inv(0.5 * H * obj.norm)[nt:, nt:]
@@ -242,4 +301,11 @@ def _fit(design, sw, code, family, link, nagq) -> tuple[EngineResult, WeightedGl
     return result, WeightedGlmmFit(objective=obj, x=x, hessian=H)
 
 
-__all__ = ["WeightedGlmmFit", "WeightedGlmmObjective", "fit_weighted_glmm", "grad_hess"]
+__all__ = [
+    "WeightedGlmmFit",
+    "WeightedGlmmObjective",
+    "fit_weighted_glmm",
+    "hessian",
+    "quasi_newton",
+    "value_grad",
+]

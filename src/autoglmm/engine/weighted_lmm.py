@@ -28,9 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.design import GroupedDesign, theta_canonical, theta_lower, theta_start
+from autoglmm.engine.design import (
+    GroupedDesign,
+    theta_canonical,
+    theta_lower,
+    theta_positions,
+    theta_start,
+)
 from autoglmm.engine.estimates import EngineResult
-from autoglmm.engine.lmm import theta_positions
 from autoglmm.engine.optimize import optimize, single_threaded_blas
 from autoglmm.engine.weights import SamplingWeights
 

@@ -184,6 +184,11 @@ def comparison_markdown(result: Any) -> str:
         title = "Key to the V-numbers above (ranking order, as in the report's Table 1)"
         table = tables.variable_table(result, list(key["predictor"]), title=title)
         lines += [table.to_markdown(), ""]
+    from autoglmm.report.weighted import weighted_table
+
+    weighted = weighted_table(result, "The reported models with sampling weights")
+    if weighted.rows:
+        lines += [weighted.to_markdown(), ""]
     return "\n".join(lines)
 
 

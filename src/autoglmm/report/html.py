@@ -19,6 +19,7 @@ from autoglmm.report import tables
 from autoglmm.report.equation import equation_model, model_equation
 from autoglmm.report.tables import optimal_predictors
 from autoglmm.report.terms import model_fits
+from autoglmm.report.weighted import weighted_table
 
 __all__ = ["render_html"]
 
@@ -78,6 +79,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "fixed_table": _html(tables.fixed_effects_table(fit, result, numbered["fixed_title"])),
         "random_table": _html(tables.random_effects_table(fit, result, numbered["random_title"])),
         "r2_table": _html(tables.r2_table(result, numbered["r2_title"]), empty=""),
+        "weighted_table": _html(weighted_table(result, numbered["weighted_title"]), empty=""),
         "trace_table": _html(tables.trace_table(result), empty=""),
         "n_steps": len(result.steps),
         "status_counts": _status_counts(result),
@@ -85,6 +87,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "manifest": _manifest(manifest),
         "warnings": _warnings(result),
         "selection": _selection(result),
+        "pooled_table": _pooled(result),
     }
 
 
@@ -117,6 +120,7 @@ def _numbered_tables(result: Any) -> dict[str, Any]:
     out["fixed_title"] = f"Table {number}. Fixed effects"
     out["random_title"] = f"Table {number + 1}. Random effects"
     out["r2_title"] = f"Table {number + 2}. Explained variance (R²)"
+    out["weighted_title"] = f"Table {number + 3}. The reported models with sampling weights"
     return out
 
 
@@ -280,9 +284,16 @@ def _selection(result: Any) -> dict[str, Any]:
     }
 
 
+def _pooled(result: Any) -> Markup:
+    from autoglmm.report.pooled import pooled_table
+
+    pooled = getattr(result, "pooled", None)
+    return Markup("") if pooled is None else _html(pooled_table(pooled))
+
+
 def _warnings(result: Any) -> list[str]:
-    """Fit problems a reader must see: non-convergence or singular fits of reported models."""
-    out = []
+    """Data warnings (sample loss, tokens, merges) and fit problems a reader must see."""
+    out = [f"Warning: {w}" for w in getattr(result, "warnings", ())]
     for name, fit in model_fits(result).items():
         if not getattr(fit, "converged", True):
             out.append(f"The {name} model did not converge.")
