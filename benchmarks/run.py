@@ -539,12 +539,12 @@ _KNOWN = ("section", "case", "tool", "status", "seconds", "runs", "loglik")
 def write_results(rows: list[dict], path: str | Path, meta: dict | None = None) -> str:
     """Render ``rows`` as RESULTS.md at ``path``; returns the text.
 
-    The section that ``benchmarks/weights.py`` writes (between its markers) is kept.
+    The sections other scripts write between their markers (``benchmarks/weights.py``,
+    ``benchmarks/selection.py``: ``<!-- name:begin -->`` ... ``<!-- name:end -->``) are kept.
     """
     text = render(rows, meta or {})
     old = Path(path).read_text() if Path(path).exists() else ""
-    kept = re.search(r"<!-- weights:begin -->.*?<!-- weights:end -->", old, flags=re.S)
-    if kept:
+    for kept in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
         text = text.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     Path(path).write_text(text)
     return text

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from itertools import combinations
@@ -305,6 +306,18 @@ def main_report(args) -> None:
     (HERE / "selection_tables.md").write_text(text + "\n")
     print(text)
     figures(frame)
+    if args.results:
+        write_section(Path(args.results), text, Path(args.notes).read_text())
+
+
+def write_section(path: Path, tables: str, notes: str) -> None:
+    """Put the study between its markers in RESULTS.md (run.py keeps marked sections)."""
+    body = f"<!-- selection:begin -->\n{notes.strip()}\n\n{tables.strip()}\n<!-- selection:end -->"
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(r"<!-- selection:begin -->.*?<!-- selection:end -->", re.S)
+    new = pattern.sub(lambda _: body, old) if pattern.search(old) else (
+        old.rstrip("\n") + "\n\n" + body)  # fmt: skip
+    path.write_text(new.rstrip("\n") + "\n")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -474,6 +487,8 @@ def main() -> None:
     parser.add_argument("what", choices=["run", "report", "calibrate"])
     parser.add_argument("--n-null", type=int, default=30, help="calibrate: null data sets")
     parser.add_argument("--calibration", default=str(HERE / "selection_calibration.jsonl"))
+    parser.add_argument("--results", default="", help="report: RESULTS.md to write into")
+    parser.add_argument("--notes", default="", help="report: markdown text above the tables")
     parser.add_argument("--ntree", type=int, default=200)
     parser.add_argument("--rankers", default="merf,merf0,plain,longiturf")
     parser.add_argument("--designs", default="")
