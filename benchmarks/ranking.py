@@ -17,7 +17,17 @@ Measured:
 For each ranking: how many of the true predictors are in its top k (k = number of true
 predictors) and how many school-level decoys/noise items are.
 
-Run: ``.venv/bin/python benchmarks/ranking.py [--ntree 2000] [--skip-sklearn]``.
+``--variants`` instead compares the four rankers of :data:`autoglmm.ranking.RANKERS` (the
+cluster-aware MERF, autoglmm 0.1's row/LMM-start MERF, a LongituRF-like MERF and a plain
+forest) on ``simulate_lsa`` data for several seeds and both families: the rank of each
+true school-level predictor (``sch_resources``, ``sch_emphasis``), of the school-level
+noise items and decoys (decoys track the school effect, so they do predict the school
+mean), how many true student-level predictors are in the top k, the worst rank of one,
+and the CPU time. It prints a markdown table (for RESULTS.md) and writes it to
+``--variants-out``.
+
+Run: ``.venv/bin/python benchmarks/ranking.py [--ntree 2000] [--skip-sklearn]``, or
+``.venv/bin/python benchmarks/ranking.py --variants --seeds 1,2,3 --ntree 500``.
 """
 
 from __future__ import annotations
@@ -112,6 +122,67 @@ def run_sklearn(X, y, names, ntree, mtry, n_trees_measured=50):
     }
 
 
+def rank_positions(names: list[str], truth, level2_all: list[str]) -> dict:
+    """Where the true and the school-level items land in one ranking."""
+    pos = {n: i + 1 for i, n in enumerate(names)}
+    k = len(truth.fixed)
+    level1 = [c for c in truth.fixed if c not in truth.level2]
+    noise2 = [c for c in level2_all if c not in truth.fixed and c not in truth.decoys]
+    return {
+        "level2_true": [pos[c] for c in truth.level2],
+        "level1_in_top_k": sum(pos[c] <= k for c in level1),
+        "n_level1": len(level1),
+        "level1_worst": max(pos[c] for c in level1),
+        "decoys": sorted(pos[c] for c in truth.decoys),
+        "level2_noise": sorted(pos[c] for c in noise2),
+        "level2_noise_in_top_18": sum(pos[c] <= 18 for c in noise2),
+    }
+
+
+def run_variants(seeds: list[int], families: list[str], ntree: int, mtry: int, n_jobs: int):
+    """Every ranker of RANKERS on simulate_lsa(seed, family); one dict per fit."""
+    from autoglmm.ranking import RANKERS
+
+    out = []
+    for family in families:
+        for seed in seeds:
+            sim = simulate_lsa(seed=seed, family=family)
+            t = sim.truth
+            level2_all = [c for c in sim.data.columns if c.startswith("sch_")]
+            for name, options in RANKERS.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                r = rank_predictors(
+                    sim.data, t.outcome, t.group, family=family, ntree=ntree, mtry=mtry,
+                    seed=seed, n_jobs=n_jobs, forest_options=options,
+                )  # fmt: skip
+                row = {
+                    "family": family, "seed": seed, "ranker": name, "n_iter": r.n_iter,
+                    "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                    **rank_positions(r.names, t, level2_all),
+                }  # fmt: skip
+                print(json.dumps(row), flush=True)
+                out.append(row)
+    return out
+
+
+def variants_table(rows: list[dict]) -> str:
+    """Markdown: one line per family, seed and ranker."""
+    head = (
+        "| family | seed | ranker | sch_resources, sch_emphasis | true level-1 in top k "
+        "| worst level-1 | school noise items | decoys | EM iterations | cpu s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['family']} | {r['seed']} | {r['ranker']} | "
+        f"{', '.join(map(str, r['level2_true']))} | "
+        f"{r['level1_in_top_k']}/{r['n_level1']} | {r['level1_worst']} | "
+        f"{', '.join(map(str, r['level2_noise']))} | {', '.join(map(str, r['decoys']))} | "
+        f"{r['n_iter']} | {r['cpu_seconds']:.1f} |"
+        for r in rows
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ntree", type=int, default=2000)
@@ -120,7 +191,18 @@ def main() -> None:
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--skip-ranger", action="store_true")
     ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--variants", action="store_true", help="compare the RANKERS presets")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--families", default="gaussian,binomial")
+    ap.add_argument("--variants-out", default="ranking_variants.md")
     args = ap.parse_args()
+    if args.variants:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        rows = run_variants(seeds, args.families.split(","), args.ntree, args.mtry, args.n_jobs)
+        table = variants_table(rows)
+        Path(args.variants_out).write_text(table)
+        print(table)
+        return
 
     sim = simulate_lsa(seed=args.seed)
     truth = sim.truth
@@ -168,6 +250,19 @@ def main() -> None:
     a["em_estimators"] = 100
     a["estimated_seconds_full_forest_in_em"] = a["em_iterations"] * a["seconds_final_forest"]
     print("autoglmm MERF:", json.dumps(results["autoglmm"]))
+
+    # autoglmm 0.1's MERF (row bootstrap, LMM start, first-fall stop) in the same run
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    old = rank_predictors(
+        sample.data, truth.outcome, truth.group, ntree=args.ntree, mtry=args.mtry,
+        seed=args.seed, n_jobs=args.n_jobs, forest_options="merf_rowlmm",
+    )  # fmt: skip
+    results["autoglmm_0.1"] = {
+        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+        "em_iterations": old.n_iter, **score(old.names, true_set, noise2, k),
+    }  # fmt: skip
+    print("autoglmm 0.1 MERF:", json.dumps(results["autoglmm_0.1"]))
 
     t0 = time.perf_counter()
     c0 = time.process_time()

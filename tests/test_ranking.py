@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from autoglmm.errors import DataError, UsageError
-from autoglmm.ranking import Ranking, encode_predictors, rank_predictors
+from autoglmm.ranking import Ranking, encode_predictors, nominal_mask, rank_predictors
 
 TRUE = ("x_cont", "x_item", "x_cat")
 
@@ -106,6 +106,7 @@ def test_bad_input(data):
         encode_predictors(frame, ["a", "b"], ["b"])
     codes = encode_predictors(frame.fillna(0.0), ["a", "b"], ["b"])
     np.testing.assert_array_equal(codes[:, 1], [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(nominal_mask(frame, ["a", "b"]), [False, True])
 
 
 def test_forest_options_presets_and_errors(data):
@@ -124,3 +125,25 @@ def test_forest_options_presets_and_errors(data):
         rank_predictors(data, "y", "school", ntree=10, forest_options={"n_estimators": 5})
     with pytest.raises(UsageError, match="bootstrap_unit"):
         rank_predictors(data, "y", "school", ntree=10, forest_options={"bootstrap_unit": "x"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gaussian", "binomial"])
+def test_demo_data_school_level_truth(family):
+    """The demo's data at full size: the true school-level items rank in the top 12, the
+    school-level noise items (no effect, no link to the school effect) take at most one
+    of the top 18 places, and at most 2 true student-level items fall below rank 24."""
+    from autoglmm.datasets import simulate_lsa
+
+    sim = simulate_lsa(seed=1, family=family)
+    t = sim.truth
+    r = rank_predictors(
+        sim.data, t.outcome, t.group, family=family, ntree=300, seed=1, forest_options="merf"
+    )
+    pos = {n: i + 1 for i, n in enumerate(r.names)}
+    assert max(pos[c] for c in t.level2) <= 12
+    school = [c for c in sim.data.columns if c.startswith("sch_")]
+    noise = [c for c in school if c not in t.fixed and c not in t.decoys]
+    assert sum(pos[c] <= 18 for c in noise) <= 1
+    level1 = [c for c in t.fixed if c not in t.level2]
+    assert sum(pos[c] > 24 for c in level1) <= 2

@@ -5,6 +5,12 @@ school effect and crowd the top of its ranking. :func:`rank_predictors` fits a
 :class:`~autoglmm.forest.merf.MixedEffectsRandomForest` on the analysis sample and ranks by
 its out-of-bag permutation importance (randomForest's unscaled %IncMSE), highest first,
 ties in column order. The result is a frozen :class:`Ranking`.
+
+The default MERF is cluster-aware (SPEC 6.1): out of bag means out of school, so a
+school-level item earns importance only by predicting other schools' outcomes; the random
+effects are estimated net of the school-level items' linear effects, so they do not take
+a school-level predictor's signal from the forest; categorical predictors are split on
+subsets of levels. The other rankers of the selection study are in :data:`RANKERS`.
 """
 
 from __future__ import annotations
@@ -22,32 +28,51 @@ import pandas as pd
 from autoglmm.errors import DataError, UsageError
 from autoglmm.forest.importance import rank_order
 
-__all__ = ["RANKERS", "Ranking", "encode_predictors", "rank_predictors"]
+__all__ = [
+    "DEFAULT_RANKER",
+    "RANKERS",
+    "Ranking",
+    "encode_predictors",
+    "nominal_mask",
+    "rank_predictors",
+]
 
 #: The rankers of the selection study, as ``forest_options`` of :func:`rank_predictors`
 #: (keyword arguments of :class:`~autoglmm.forest.merf.MixedEffectsRandomForest`):
 #:
-#: - ``"merf"``: the cluster-aware MERF (out of bag = out of group, level-2 columns
-#:   permuted across groups, EM from b = 0 stopped at a plateau);
-#: - ``"merf_rowlmm"``: the MERF of autoglmm 0.x: row bootstrap, EM from the null LMM's
-#:   random effects, stopped at the first fall of the log-likelihood;
-#: - ``"longiturf"``: LongituRF-like: row bootstrap and row permutation, EM from b = 0;
+#: - ``"merf"`` (the default): the cluster-aware MERF: out of bag = out of group, level-2
+#:   columns permuted across groups, random effects net of the level-2 columns' linear
+#:   effects, EM from b = 0 stopped at a plateau;
+#: - ``"merf_rowlmm"``: the MERF of autoglmm 0.1: row bootstrap, EM from the null LMM's
+#:   random effects, stopped at the first fall of the log-likelihood, categorical
+#:   predictors split as integer codes;
+#: - ``"longiturf"``: LongituRF-like: row bootstrap and row permutation, EM from b = 0,
+#:   stopped when the log-likelihood changes by less than 0.1% (LongituRF's ``delta``);
 #: - ``"plain"``: one forest without random effects, row bootstrap (randomForest).
 RANKERS: dict[str, dict[str, Any]] = {
     "merf": {
-        "bootstrap_unit": "group", "level2_permutation": "group",
-        "em_start": "zero", "em_stop": "plateau",
+        "bootstrap_unit": "group", "level2_permutation": "group", "level2_fixed": True,
+        "min_groups_leaf": 5, "em_start": "zero", "em_stop": "plateau",
     },
     "merf_rowlmm": {
-        "bootstrap_unit": "row", "level2_permutation": "row",
-        "em_start": "lmm", "em_stop": "first_fall",
+        "bootstrap_unit": "row", "level2_permutation": "row", "level2_fixed": False,
+        "min_groups_leaf": 0, "em_start": "lmm", "em_stop": "first_fall",
+        "categorical_features": None,
     },
     "longiturf": {
-        "bootstrap_unit": "row", "level2_permutation": "row",
-        "em_start": "zero", "em_stop": "plateau",
+        "bootstrap_unit": "row", "level2_permutation": "row", "level2_fixed": False,
+        "min_groups_leaf": 0, "em_start": "zero", "em_stop": "plateau", "tol": 1e-3,
     },
-    "plain": {"random_effects": False, "bootstrap_unit": "row", "level2_permutation": "row"},
+    "plain": {
+        "random_effects": False, "bootstrap_unit": "row", "level2_permutation": "row",
+        "min_groups_leaf": 0,
+    },
 }  # fmt: skip
+#: The ranker :func:`rank_predictors` (and so the search) uses when ``forest_options`` is
+#: None. Still autoglmm 0.1's MERF: with "merf" the school-level items rank near the top,
+#: and the search's interaction stage (pairs of the top base predictors) then pairs them
+#: instead of the student-level items; it switches once that stage handles them.
+DEFAULT_RANKER = "merf_rowlmm"
 
 ProgressArg = bool | Callable[[str, int, int], None] | None
 
@@ -184,7 +209,8 @@ def rank_predictors(
         :class:`~autoglmm.forest.merf.MixedEffectsRandomForest` (``bootstrap_unit``,
         ``level2_permutation``, ``em_start``, ``em_stop``, ``random_effects``, ``max_iter``,
         ``em_estimators``, ...), or the name of a preset in :data:`RANKERS`
-        (``"merf"``, ``"merf_rowlmm"``, ``"longiturf"``, ``"plain"``). None: the defaults.
+        (``"merf"``, ``"merf_rowlmm"``, ``"longiturf"``, ``"plain"``). None: the preset
+        :data:`DEFAULT_RANKER`.
 
     Returns
     -------
@@ -202,6 +228,7 @@ def rank_predictors(
     if int(n_repeats) < 1 or int(ntree) < 1:
         raise UsageError("ntree and n_repeats must be positive integers; e.g. --ntree 2000")
     options = _forest_options(forest_options)
+    recorded = dict(options)
     sample = build_sample(
         data, outcome, group, predictors=predictors, exclude=exclude,
         max_missing=max_missing, min_group_size=min_group_size, family=family,
@@ -210,6 +237,14 @@ def rank_predictors(
     if mtry is not None and not 1 <= int(mtry) <= len(names):
         raise UsageError(f"mtry must be between 1 and the {len(names)} predictors, got {mtry}")
     X = encode_predictors(sample.data, names, sample.categorical)
+    nominal = nominal_mask(sample.data, names, sample.categorical)
+    many = [n for n, c in zip(names, nominal, strict=True) if c and sample.data[n].nunique() > 64]
+    if many:
+        raise DataError(
+            f"categorical predictor(s) {', '.join(many[:5])} have more than 64 levels; "
+            "exclude them or merge levels"
+        )
+    options.setdefault("categorical_features", nominal)
     y = sample.data[outcome].to_numpy(dtype=np.float64)
     groups = sample.data[group].to_numpy()
     if seed is None:
@@ -233,7 +268,7 @@ def rank_predictors(
         "family": family, "ntree": int(ntree), "mtry": int(first.max_features_),
         "min_samples_leaf": int(min_samples_leaf), "seed": int(seed),
         "n_repeats": int(n_repeats), "n_obs": int(len(y)),
-        "n_groups": int(sample.n_groups), "forest_options": dict(options),
+        "n_groups": int(sample.n_groups), "forest_options": recorded,
     }  # fmt: skip
     return Ranking(
         table=table, report=sample.report, settings=settings,
@@ -250,7 +285,7 @@ def _forest_options(options: dict[str, Any] | str | None) -> dict[str, Any]:
     from autoglmm.forest.merf import MixedEffectsRandomForest
 
     if options is None:
-        return {}
+        options = DEFAULT_RANKER
     if isinstance(options, str):
         if options not in RANKERS:
             raise UsageError(f"unknown ranker {options!r}; choose one of {', '.join(RANKERS)}")
@@ -269,13 +304,26 @@ def _forest_options(options: dict[str, Any] | str | None) -> dict[str, Any]:
     return dict(options)
 
 
+def nominal_mask(
+    frame: pd.DataFrame, predictors: Sequence[str], categorical: Sequence[str] = ()
+) -> np.ndarray:
+    """(p,) bool: which predictors :func:`encode_predictors` codes as categories."""
+    cats = set(categorical)
+    return np.array(
+        [n in cats or not pd.api.types.is_numeric_dtype(frame[n].dtype) for n in predictors],
+        dtype=bool,
+    )
+
+
 def encode_predictors(
     frame: pd.DataFrame, predictors: Sequence[str], categorical: Sequence[str] = ()
 ) -> np.ndarray:
-    """Numeric matrix of the predictors; categorical ones become ordinal codes.
+    """Numeric matrix of the predictors; categorical ones become codes of their levels.
 
     A categorical predictor is one column of codes (its category order, or sorted levels),
-    so the forest permutes it as a whole and it counts once in the ranking. Missing values
+    so the forest permutes it as a whole and it counts once in the ranking. The codes'
+    order carries no meaning: :func:`rank_predictors` passes :func:`nominal_mask` to the
+    forest, which splits these columns on subsets of levels. Missing values
     must be gone (the sample step keeps complete cases); any left are an error.
     """
     cats = set(categorical)

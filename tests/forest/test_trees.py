@@ -136,3 +136,24 @@ def test_school_identifier_has_no_out_of_school_importance(school_data):
     assert row[1] > 2.0  # most of the school variance (4) through the identifier
     assert grp[1] < 0.1 * row[1]
     assert grp[0] > 0.5  # the student-level effect (variance 1) is still found
+
+
+def test_categorical_feature_splits_on_level_subsets():
+    """y = 3 on the odd codes of a 6-level nominal column: one subset split separates the
+    levels, where a split on the codes' order would need five."""
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 6, size=(1200, 1)).astype(float)
+    y = 3.0 * (X[:, 0] % 2)
+    binner = Binner.fit(X)
+    kw = dict(n_trees=20, mtry=1, min_samples_leaf=1, seeds=tree_seeds(0, 0, 20))
+    cat = grow_forest(binner.transform(X), binner, y, categorical=np.array([True]), **kw)
+    np.testing.assert_array_equal(np.diff(cat.offsets), 3)  # a root and two pure leaves
+    roots = cat.mask[cat.offsets[:-1]]
+    assert set(roots.tolist()) <= {0b101010, 0b010101}
+    np.testing.assert_allclose(cat.predict(X), y)
+    codes = grow_forest(binner.transform(X), binner, y, **kw)
+    assert np.all(np.diff(codes.offsets) == 11)  # the same levels by their codes' order
+    with pytest.raises(ValueError, match="64 levels"):
+        Xw = np.arange(1000.0)[:, None]
+        bw = Binner.fit(Xw, max_bins=128)
+        grow_forest(bw.transform(Xw), bw, Xw[:, 0], categorical=np.array([True]), **kw)

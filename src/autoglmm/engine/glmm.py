@@ -7,8 +7,13 @@ The objective is lme4's glmer deviance. For the Laplace approximation (``nagq=1`
 with the normalising constants of the family included (lme4 uses ``family$aic()``),
 ``u_hat`` the conditional modes found by PIRLS and ``L L' = Lambda' Z' W Z Lambda + I``.
 For ``nagq > 1`` each group's integral is a product Gauss-Hermite rule centred at the
-mode and scaled by ``L^{-T}`` (see :mod:`autoglmm.engine.quadrature`); ``nagq=1`` is the
-Laplace value exactly. ``loglik = -D / 2``.
+mode, with covariance ``H^{-1}`` and aligned with the random effects' axes (see
+:mod:`autoglmm.engine.quadrature`); ``nagq=1`` is the Laplace value exactly.
+``loglik = -D / 2``. ``D`` is a pure function of (theta, beta) over a workspace that never
+changes (:class:`GlmmWorkspace`); the caller passes the previous modes as a warm start.
+Where PIRLS fails (iteration limit, failed step-halving, ``H`` not positive definite) the
+deviance is ``inf``: the optimizer backs off, and at the estimate the fit is not
+converged, with the reason in its messages.
 
 For nAGQ > 1 lme4 uses the sum of deviance residuals instead of the absolute
 ``-2 log p`` (lme4 issue #161): for 0/1 data the two agree, for proportions and counts
@@ -20,9 +25,12 @@ analytic Laplace gradient of :func:`autoglmm.engine.pirls.laplace_gradient`, in
 coordinates where beta is whitened by lme4's ``RX`` at the start and each theta scaled by
 its curvature; a few saddle-free Newton steps bring the start close, then the shared
 :func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, boundary snapping, restart, lme4's
-checks) finishes. AGQ fits continue from the Laplace optimum with central-difference
-gradients. ``vcov(beta)`` is lme4's ``use.hessian=TRUE``: the beta block of ``(H/2)^-1``
-with ``H`` the Hessian of ``D`` over (theta, beta) (central differences of the gradient).
+checks, computed in (theta, beta) as lme4 does) finishes. AGQ fits continue from the
+Laplace optimum with central-difference gradients. ``vcov(beta)`` is lme4's
+``use.hessian=TRUE``: the beta block of ``(H/2)^-1`` with ``H`` the Hessian of ``D`` over
+(theta, beta); where that is not positive definite, lme4's fallback ``(RX'RX)^-1``, said in
+the messages. The convergence record, the estimates and the vcov are built once, from the
+same final point (``_finish``).
 """
 
 from __future__ import annotations

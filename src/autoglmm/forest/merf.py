@@ -7,17 +7,25 @@ generalised log-likelihood changes by less than ``tol`` (relative). The choices:
 - The fixed part ``f(X)`` used in the updates is the forest's **out-of-bag** prediction.
   In-sample predictions of deep trees nearly reproduce ``y``, which drives ``sigma2``
   toward 0 and lets ``b`` absorb nothing (``fixed_part="inbag"`` exists only to show it).
-- The EM starts from the random effects of the linear mixed model ``y ~ Z + (Z | g)``,
-  not from ``b = 0``: otherwise the first forests learn the group effects through
-  school-level items that identify the groups, and EM moves them back into ``b`` only over
-  dozens of iterations.
+- Out of bag means out of group (``bootstrap_unit="group"``): each tree draws whole
+  groups, so the fixed part of a row is predicted by trees that never saw its group, and a
+  school-level column cannot carry a school's mean from in-bag classmates. Level-2 columns
+  are permuted across groups in the importance, and a split on one must leave
+  ``min_groups_leaf`` groups on each side.
+- The random effects are updated net of a linear effect of the level-2 columns (GLS on
+  the group means, ``level2_fixed``): otherwise ``b`` takes the part of a school-level
+  effect that the (shrinking) forest has not captured, the next forest's target loses it,
+  and in a few iterations the school-level predictor disappears from the ranking.
+- The EM starts at ``b = 0`` (Hajjem et al., LongituRF) and stops when the generalised
+  log-likelihood has not improved on its best for 3 iterations (``em_stop="plateau"``).
+  With the two points above the log-likelihood levels off after 2 or 3 iterations (then
+  it moves only by forest noise; the rule ends the EM after 4 to 12). The
+  variants of autoglmm 0.1 (row bootstrap, start from the null LMM's random effects, stop
+  at the first fall) remain as parameters for the selection study.
 - The fixed part is the OOB forest plus a least-squares linear term in ``[1, Z]``
   (``beta_``): forests flatten a linear trend at the ends of its range, and with random
   slopes the leftover mean slope would otherwise be counted as slope variance. With a
   random intercept only, the term is a constant.
-- EM stops when the generalised log-likelihood changes by less than ``tol`` (relative) in
-  an iteration, or when its change reverses direction (EM increases it; a fall means the
-  forests' sampling noise has overtaken the progress).
 - The EM iterations use a smaller forest (``em_estimators`` trees, default 100, enough for
   every row to be out of bag in about 37 trees); the full ``n_estimators`` forest is grown
   once, on the converged ``y - Z b``, and gives the predictions, the final variance update
@@ -94,6 +102,21 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     em_stop : "first_fall": stop at the first fall of the log-likelihood (or a change below
         ``tol``); "plateau": stop when the log-likelihood changes by less than ``tol``, or
         has not improved on its best for 3 iterations, so one noisy step does not end it.
+    level2_fixed : True estimates the random effects net of a linear effect of the level-2
+        columns, as a linear mixed model with those columns as fixed effects would (the
+        coefficients by GLS on the group means of the residuals, ``level2_coef_``). Without
+        it ``b`` takes the level-2 signal that the forest does not capture at once, the
+        forest's next target loses it, and over the EM iterations a school-level predictor
+        vanishes from the forest (forests shrink an effect, so this backfitting keeps only
+        a small share of it).
+    min_groups_leaf : a split on a level-2 column must leave at least this many distinct
+        groups on each side (0: no limit), so level-2 columns cannot act as identifiers of
+        a few in-bag groups and memorise their means; splits on student-level columns only
+        obey ``min_samples_leaf``.
+    categorical_features : None, or the nominal columns (indices or a (p,) bool mask) whose
+        values are arbitrary codes (at most 64 levels): trees split them on subsets of
+        levels, ordered by the mean target of the node's in-bag rows, so the codes' order
+        never matters and no OOB row's outcome is used.
     random_effects : False fits one forest without random effects (a plain forest); the
         ``groups`` passed to ``fit`` are then used only for ``bootstrap_unit`` and
         ``level2_permutation``.
@@ -106,6 +129,10 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
     beta_ : coefficients of the linear term in ``[1, Z]`` of the fixed part.
     level2_features_ : (p,) bool, features constant within every group (all False without
         ``groups``).
+    level2_coef_ : with ``level2_fixed``, the linear coefficients of the level-2 features
+        in the fixed part (intercept first, numeric features standardized, nominal ones as
+        dummies); else an empty array.
+    categorical_ : (p,) bool mask of the nominal features.
     n_iter_, converged_ : EM iterations (small forests) and whether the rule stopped them.
     loglik_, sigma2_history_, G_history_ : per EM iteration, plus the final full-forest
         update as the last entry. ``loglik_`` is ``-GLL / 2`` of Hajjem et al.
@@ -132,10 +159,13 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         max_bins: int = 64,
         family: str = "gaussian",
         fixed_part: str = "oob",
-        bootstrap_unit: str = "row",
-        level2_permutation: str = "row",
-        em_start: str = "lmm",
-        em_stop: str = "first_fall",
+        bootstrap_unit: str = "group",
+        level2_permutation: str = "group",
+        em_start: str = "zero",
+        em_stop: str = "plateau",
+        level2_fixed: bool = True,
+        min_groups_leaf: int = 5,
+        categorical_features=None,
         random_effects: bool = True,
         random_state=None,
         n_jobs: int | None = None,
@@ -155,6 +185,9 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         self.em_start = em_start
         self.em_stop = em_stop
         self.random_effects = random_effects
+        self.level2_fixed = level2_fixed
+        self.min_groups_leaf = min_groups_leaf
+        self.categorical_features = categorical_features
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.progress = progress
@@ -173,12 +206,14 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         self._check_outcome(y)
         n, p = X.shape
         self.max_features_ = self._resolve_mtry(p)
+        self.categorical_ = self._resolve_categorical(X)
         binner = Binner.fit(X, self.max_bins)
         Xb = binner.transform(X)
         rng = check_random_state(self.random_state)
         self._seed = int(rng.randint(0, 2**31 - 1))
-        self._gcode = None
+        self._gcode, self._W = None, None
         self.level2_features_ = np.zeros(p, dtype=bool)
+        self.level2_coef_ = np.zeros(0)
         if groups is None:
             return self._fit_plain(Xb, binner, y)
         codes, labels = _group_codes(groups, n)
@@ -197,6 +232,7 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         Zm = np.ones((n, 1)) if Z is None else check_array(Z, dtype=np.float64)
         if Zm.shape[0] != n:
             raise ValueError(f"Z has {Zm.shape[0]} rows but X has {n}; pass one row per row")
+        self._W = self._level2_design(X[order][starts[:-1]])
         state, f_sorted = self._em(Xb[:, order], binner, y[order], Zm[order], starts)
         self.groups_ = labels
         self.b_ = state.b
@@ -276,10 +312,39 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         f = self._fixed_part(forest, Xb, z - zb)
         beta = _wls(D, z - f - zb, w)
         fixed = f + D @ beta
+        if self._W is not None:
+            # GLS on the group means of z - fixed: b is integrated out, not subtracted
+            self.level2_coef_ = gamma = _level2_gls(self._W, z - fixed, w, starts, state)
+            fixed = fixed + np.repeat(self._W @ gamma, np.diff(starts))
         ZtWZ = group_sums(Z, w, starts)
         state = em_step(z - fixed, Z, w, starts, ZtWZ, state, update_sigma2=gaussian)
         ll = generalized_loglik(z - fixed, Z, w, starts, state)
         return forest, fixed, beta, state, ll
+
+    def _level2_design(self, Xg: np.ndarray) -> np.ndarray | None:
+        """Group-level design ``[1, standardized level-2 columns]`` (m, 1 + k), or None."""
+        self.level2_coef_ = np.zeros(0)
+        cols = self.level2_features_
+        if not self.level2_fixed or not cols.any():
+            return None
+        self._w_spec = []  # (column, levels or None, mean, scale) per level-2 feature
+        for j in np.flatnonzero(cols):
+            if self.categorical_[j]:
+                self._w_spec.append((j, np.unique(Xg[:, j])[1:], 0.0, 1.0))
+            else:
+                sd = Xg[:, j].std()
+                self._w_spec.append((j, None, Xg[:, j].mean(), sd if sd > 0 else 1.0))
+        return self._level2_matrix(Xg)
+
+    def _level2_matrix(self, X: np.ndarray) -> np.ndarray:
+        """``[1, level-2 columns]``: numeric ones standardized, nominal ones as dummies."""
+        parts = [np.ones((len(X), 1))]
+        for j, levels, mean, scale in self._w_spec:
+            if levels is None:
+                parts.append(((X[:, j] - mean) / scale)[:, None])
+            else:
+                parts.append((X[:, j][:, None] == levels[None, :]).astype(float))
+        return np.column_stack(parts)
 
     def _grow(self, Xb, binner, target, w, stream, n_trees, importance) -> Forest:
         report = None
@@ -295,7 +360,9 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
             seeds=tree_seeds(self._seed, stream, int(n_trees)),
             sample_weight=w, importance=importance, n_jobs=self.n_jobs, progress=report,
             groups=self._gcode, group_bootstrap=self.bootstrap_unit == "group",
-            level2=self.level2_features_ if self.level2_permutation == "group" else None,
+            level2=self.level2_features_,
+            level2_permutation=self.level2_permutation == "group",
+            min_groups_leaf=self.min_groups_leaf, categorical=self.categorical_,
         )  # fmt: skip
 
     def _fixed_part(self, forest: Forest, Xb: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -327,6 +394,8 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
             if Zm.shape != (X.shape[0], q):
                 raise ValueError(f"Z needs one row per row of X and {q} columns, as in fit")
             eta += _linear_design(Zm, self.add_intercept_) @ self.beta_
+            if len(self.level2_coef_):
+                eta += self._level2_matrix(X) @ self.level2_coef_
         if groups is not None and len(self.groups_):
             groups = np.asarray(groups)
             if groups.shape[0] != X.shape[0]:
@@ -347,12 +416,36 @@ class MixedEffectsRandomForest(RegressorMixin, BaseEstimator):
         for name in ("n_estimators", "em_estimators", "min_samples_leaf", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer")
+        if int(self.min_groups_leaf) < 0:
+            raise ValueError("min_groups_leaf must be 0 or a positive integer")
 
     def _check_outcome(self, y: np.ndarray) -> None:
         if self.family == "binomial" and (y.min() < 0 or y.max() > 1):
             raise ValueError("a binomial outcome must be 0/1 (or a proportion in [0, 1])")
         if self.family == "poisson" and y.min() < 0:
             raise ValueError("a poisson outcome must be non-negative counts")
+
+    def _resolve_categorical(self, X: np.ndarray) -> np.ndarray:
+        """(p,) bool mask of the nominal columns; each may have at most 64 levels."""
+        p = X.shape[1]
+        cats = self.categorical_features
+        mask = np.zeros(p, dtype=bool)
+        if cats is None:
+            return mask
+        cats = np.asarray(cats)
+        if cats.dtype == bool:
+            if cats.shape != (p,):
+                raise ValueError(f"categorical_features as a mask needs {p} entries")
+            mask[:] = cats
+        else:
+            idx = cats.astype(np.int64).ravel()
+            if idx.size and (idx.min() < 0 or idx.max() >= p):
+                raise ValueError(f"categorical_features indices must be in 0..{p - 1}")
+            mask[idx] = True
+        for j in np.flatnonzero(mask):
+            if len(np.unique(X[:, j])) > 64:
+                raise ValueError(f"categorical column {j} has more than 64 levels")
+        return mask
 
     def _resolve_mtry(self, p: int) -> int:
         mf = self.max_features
@@ -403,6 +496,19 @@ def _converged(lls: list[float], tol: float, gaussian: bool, rule: str) -> bool:
     if gaussian:
         return d < 0
     return len(lls) >= 3 and d * (lls[-2] - lls[-3]) < 0
+
+
+def _level2_gls(W: np.ndarray, r: np.ndarray, w: np.ndarray, starts, state: EMState):
+    """GLS coefficients of the group means of ``r`` on the group-level design ``W``.
+
+    Under a random intercept, the (weighted) mean of group g has variance
+    ``G00 + sigma2 / w_g`` (``w_g`` its total weight), so each mean gets the weight
+    ``w_g / (sigma2 + w_g G00)``: the linear mixed model's estimate of a level-2 effect.
+    """
+    wg = np.add.reduceat(w, starts[:-1])
+    rbar = np.add.reduceat(w * r, starts[:-1]) / wg
+    a = wg / (state.sigma2 + wg * max(float(state.G[0, 0]), 0.0))
+    return _wls(W, rbar, a)
 
 
 def _constant_within(Xb: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -105,12 +105,19 @@ def _bootstrap(n, sw, y, state, gcode, n_boot_groups):
 @njit(cache=True)
 def _best_split(
     Xr, nbins, cnt, wc, wy, weighted, idx, start, end, feats, mtry, min_leaf, C, W, S, state,
-    fsel, boff, hcs, hw
+    fsel, boff, hcs, hw, gcode, level2, min_groups, seen, stamp, hg, categorical, ordr
 ):  # fmt: skip
-    """Best (feature, threshold, gain, left sums) over ``mtry`` random features.
+    """Best (feature, threshold, gain, left sums, level mask) over ``mtry`` random features.
 
     Rows are the outer loop: each row's codes (one cache line run of ``Xr``) feed the
     histograms of all chosen features, packed back to back in ``hcs`` (count, sum pairs) and ``hw``.
+    A split on a level-2 feature (``level2[f]``) must leave at least ``min_groups``
+    distinct groups on each side (``hg`` counts them per bin), so level-2 columns cannot
+    single out a few in-bag groups and memorise their means.
+    A categorical feature's levels are ordered by their mean target in the node (in-bag
+    rows only, so no leakage into the OOB rows) and split as a subset: for squared error
+    the best subset split is a prefix of that order (Breiman et al. 1984). Its left levels
+    are returned as a bit mask (0 for a numeric split).
     """
     p = Xr.shape[1]
     m = 0
@@ -127,8 +134,9 @@ def _best_split(
             m += 1
     best_f, best_t, best_gain = -1, 0, 1e-12 * (abs(S * S / W) + 1.0)
     bl_c, bl_w, bl_s = 0, 0.0, 0.0
+    best_mask = np.uint64(0)
     if m == 0:
-        return best_f, best_t, best_gain, bl_c, bl_w, bl_s
+        return best_f, best_t, best_gain, bl_c, bl_w, bl_s, best_mask
     hcs[: 2 * tot] = 0.0
     if weighted:
         hw[:tot] = 0.0
@@ -146,16 +154,33 @@ def _best_split(
                 hw[b] += sw_
     else:
         _accumulate_pairs(Xr, cnt, wy, idx, start, end, fsel, boff, m, hcs)
+    if min_groups > 0:
+        _count_groups(Xr, nbins, idx, start, end, fsel, boff, m, gcode, level2, seen, stamp, hg)
     parent = S * S / W
     for k in range(m):
         o = boff[k]
         nb = nbins[fsel[k]]
-        lc, lw, ls = 0, 0.0, 0.0
+        by_group = min_groups > 0 and level2[fsel[k]]
+        g_tot = 0
+        if by_group:
+            for t in range(nb):
+                g_tot += hg[o + t]
+        cat = categorical[fsel[k]]
+        if cat:
+            _order_levels(hcs, hw, weighted, o, nb, ordr)
+        lc, lw, ls, lg = 0, 0.0, 0.0, 0
         for t in range(nb - 1):
-            cb = hcs[2 * (o + t)]
+            bt = o + (ordr[t] if cat else t)
+            cb = hcs[2 * bt]
             lc += np.int64(cb)
-            lw += hw[o + t] if weighted else cb
-            ls += hcs[2 * (o + t) + 1]
+            lw += hw[bt] if weighted else cb
+            ls += hcs[2 * bt + 1]
+            if by_group:
+                lg += hg[bt]
+                if lg < min_groups:
+                    continue
+                if g_tot - lg < min_groups:
+                    break
             if lc < min_leaf:
                 continue
             if C - lc < min_leaf:
@@ -167,7 +192,49 @@ def _best_split(
             if gain > best_gain:
                 best_f, best_t, best_gain = fsel[k], t, gain
                 bl_c, bl_w, bl_s = lc, lw, ls
-    return best_f, best_t, best_gain, bl_c, bl_w, bl_s
+                best_mask = np.uint64(0)
+                if cat:
+                    for a in range(t + 1):
+                        best_mask |= np.uint64(1) << np.uint64(ordr[a])
+    return best_f, best_t, best_gain, bl_c, bl_w, bl_s, best_mask
+
+
+@njit(cache=True)
+def _order_levels(hcs, hw, weighted, o, nb, ordr):
+    """Levels of a categorical feature by increasing mean target; empty levels last."""
+    key = np.empty(nb)
+    for t in range(nb):
+        c = hw[o + t] if weighted else hcs[2 * (o + t)]
+        key[t] = hcs[2 * (o + t) + 1] / c if c > 0 else np.inf
+    ordr[:nb] = np.argsort(key, kind="mergesort")
+
+
+@njit(cache=True)
+def _right(code, thr, mask):
+    """Does a row with this bin code go to the right child? (mask: categorical split)"""
+    if mask != 0:
+        return ((mask >> np.uint64(code)) & np.uint64(1)) == 0
+    return code > thr
+
+
+@njit(cache=True)
+def _count_groups(Xr, nbins, idx, start, end, fsel, boff, m, gcode, level2, seen, stamp, hg):
+    """Distinct groups per bin of each chosen level-2 feature, among the node's rows."""
+    for k in range(m):
+        f = fsel[k]
+        if not level2[f]:
+            continue
+        o = boff[k]
+        for t in range(nbins[f]):
+            hg[o + t] = 0
+        stamp[0] += 1
+        st = stamp[0]
+        for i in range(start, end):
+            r = idx[i]
+            gg = gcode[r]
+            if seen[gg] != st:
+                seen[gg] = st
+                hg[o + Xr[r, f]] += 1
 
 
 @njit(cache=True)
@@ -205,13 +272,13 @@ def _accumulate_pairs(Xr, cnt, wy, idx, start, end, fsel, boff, m, hcs):
 
 
 @njit(cache=True)
-def _partition(col, thr, arr, start, end, buf):
-    """Stable partition of arr[start:end] by col[r] <= thr; returns the split point."""
+def _partition(col, thr, mask, arr, start, end, buf):
+    """Stable partition of arr[start:end], left rows first; returns the split point."""
     a = start
     nb = 0
     for i in range(start, end):
         r = arr[i]
-        if col[r] <= thr:
+        if not _right(col[r], thr, mask):
             arr[a] = r
             a += 1
         else:
@@ -224,8 +291,8 @@ def _partition(col, thr, arr, start, end, buf):
 
 @njit(cache=True)
 def _grow_tree(
-    Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr, left, value, imp, gcode,
-    n_boot_groups
+    Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat, thr, cmask, left, value, imp,
+    gcode, n_groups, n_boot_groups, level2, min_groups, categorical
 ):  # fmt: skip
     """Grow one tree into the node arrays; return (n_nodes, oob rows, their leaf values,
     node parents, node OOB ranges)."""
@@ -244,6 +311,10 @@ def _grow_tree(
         tot += nbins[j]
     hcs = np.empty(2 * tot)
     hw = np.empty(tot)
+    hg = np.zeros(tot, np.int64)
+    ordr = np.empty(256, np.int64)
+    seen = np.zeros(n_groups, np.int64)
+    stamp = np.zeros(1, np.int64)
     buf = np.empty(max(idx.shape[0], oob.shape[0]), np.int64)
     # stack rows: node, start, end, ostart, oend, count; sums kept in a float stack
     st_i = np.empty((max_nodes, 6), np.int64)
@@ -266,11 +337,12 @@ def _grow_tree(
         os_, oe, C = st_i[top, 3], st_i[top, 4], st_i[top, 5]
         W, S = st_f[top, 0], st_f[top, 1]
         olo[node], ohi[node] = os_, oe
-        f, t, gain, lc, lw, ls = -1, 0, 0.0, 0, 0.0, 0.0
+        f, t, gain, lc, lw, ls, msk = -1, 0, 0.0, 0, 0.0, 0.0, np.uint64(0)
         if C >= 2 * min_leaf:
-            f, t, gain, lc, lw, ls = _best_split(
+            f, t, gain, lc, lw, ls, msk = _best_split(
                 Xr, nbins, cnt, wc, wy, weighted, idx, s, e, feats, mtry, min_leaf, C, W, S,
-                state, fsel, boff, hcs, hw
+                state, fsel, boff, hcs, hw, gcode, level2, min_groups, seen, stamp, hg,
+                categorical, ordr
             )  # fmt: skip
         if f < 0:
             feat[node] = -1
@@ -279,10 +351,11 @@ def _grow_tree(
             continue
         feat[node] = f
         thr[node] = t
+        cmask[node] = msk
         imp[f] += gain
         col = Xb[f]
-        m = _partition(col, t, idx, s, e, buf)
-        om = _partition(col, t, oob, os_, oe, buf)
+        m = _partition(col, t, msk, idx, s, e, buf)
+        om = _partition(col, t, msk, oob, os_, oe, buf)
         lnode = n_nodes
         left[node] = lnode
         n_nodes += 2
@@ -318,7 +391,7 @@ def _oob_groups(oob, gcode, n_groups):
 
 @njit(cache=True)
 def _perm_importance(
-    Xb, Xr, y, sw, feat, thr, left, value, n_nodes, oob, base, parent, olo, ohi, state, out,
+    Xb, Xr, y, sw, feat, thr, cmask, left, value, n_nodes, oob, base, parent, olo, ohi, state, out,
     gcode, n_groups, level2
 ):  # fmt: skip
     """Per-feature increase of this tree's OOB (weighted) MSE under permutation.
@@ -387,7 +460,7 @@ def _perm_importance(
                 while feat[node] >= 0:
                     ff = feat[node]
                     v = xs if ff == f else Xr[r, ff]
-                    node = left[node] + (1 if v > thr[node] else 0)
+                    node = left[node] + (1 if _right(v, thr[node], cmask[node]) else 0)
                 d_new = value[node] - y[r]
                 d_old = base[pos] - y[r]
                 delta += sw[r] * (d_new * d_new - d_old * d_old)
@@ -397,29 +470,32 @@ def _perm_importance(
 
 @njit(parallel=True, cache=True)
 def _grow_batch(
-    Xb, Xr, nbins, y, sw, weighted, seeds, mtry, min_leaf, importance, feat, thr, left, value,
-    n_nodes, imp_perm, imp_node, oob_pred, gcode, n_groups, n_boot_groups, level2
+    Xb, Xr, nbins, y, sw, weighted, seeds, mtry, min_leaf, importance, feat, thr, cmask, left,
+    value, n_nodes, imp_perm, imp_node, oob_pred, gcode, n_groups, n_boot_groups, level2,
+    l2_perm, min_groups, categorical
 ):  # fmt: skip
     """Grow ``len(seeds)`` trees in parallel; ``oob_pred[t, i]`` is NaN unless row i is OOB."""
     for t in prange(seeds.shape[0]):
         state = np.empty(1, np.uint64)
         state[0] = seeds[t]
         nn, oob, base, parent, olo, ohi = _grow_tree(
-            Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat[t], thr[t], left[t],
-            value[t], imp_node[t], gcode, n_boot_groups
+            Xb, Xr, nbins, y, sw, weighted, mtry, min_leaf, state, feat[t], thr[t], cmask[t],
+            left[t], value[t], imp_node[t], gcode, n_groups, n_boot_groups, level2, min_groups,
+            categorical
         )  # fmt: skip
         n_nodes[t] = nn
         for i in range(oob.shape[0]):
             oob_pred[t, oob[i]] = base[i]
         if importance:
             _perm_importance(
-                Xb, Xr, y, sw, feat[t], thr[t], left[t], value[t], nn, oob, base, parent, olo,
-                ohi, state, imp_perm[t], gcode, n_groups, level2
+                Xb, Xr, y, sw, feat[t], thr[t], cmask[t], left[t], value[t], nn, oob, base,
+                parent, olo,
+                ohi, state, imp_perm[t], gcode, n_groups, l2_perm
             )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
-def _predict(Xr, feat, thr, left, value, offsets):
+def _predict(Xr, feat, thr, cmask, left, value, offsets):
     """Mean over trees of the leaf values, for every row (trees summed in order)."""
     n = Xr.shape[0]
     n_trees = offsets.shape[0] - 1
@@ -430,7 +506,8 @@ def _predict(Xr, feat, thr, left, value, offsets):
             o = offsets[t]
             node = 0
             while feat[o + node] >= 0:
-                node = left[o + node] + (1 if Xr[i, feat[o + node]] > thr[o + node] else 0)
+                k = o + node
+                node = left[k] + (1 if _right(Xr[i, feat[k]], thr[k], cmask[k]) else 0)
             acc += value[o + node]
         out[i] = acc / n_trees
     return out
@@ -446,9 +523,10 @@ class Forest:
     Attributes
     ----------
     binner : the feature binning used to grow it (new data is binned the same way).
-    feat, thr, left, value : node arrays of all trees, tree ``t`` at
+    feat, thr, mask, left, value : node arrays of all trees, tree ``t`` at
         ``offsets[t]:offsets[t + 1]``; ``feat < 0`` marks a leaf, the right child is
-        ``left + 1``, a row goes left when its code is ``<= thr``.
+        ``left + 1``, a row goes left when its code is ``<= thr``, or, at a categorical
+        split (``mask != 0``), when bit ``code`` of ``mask`` is set.
     oob_prediction : (n,) mean OOB prediction per row (NaN for rows never out of bag).
     oob_count : (n,) number of trees for which the row was out of bag.
     perm_importance : (n_trees, p) per-tree increase of OOB MSE (zeros if not computed).
@@ -458,6 +536,7 @@ class Forest:
     binner: Binner
     feat: np.ndarray
     thr: np.ndarray
+    mask: np.ndarray
     left: np.ndarray
     value: np.ndarray
     offsets: np.ndarray
@@ -478,7 +557,7 @@ class Forest:
         """Mean prediction of all trees for already binned (feature-major) rows."""
         Xr = np.ascontiguousarray(Xb.T)
         with _threads(n_jobs):
-            return _predict(Xr, self.feat, self.thr, self.left, self.value, self.offsets)
+            return _predict(Xr, self.feat, self.thr, self.mask, self.left, self.value, self.offsets)
 
 
 class _threads:
@@ -521,13 +600,19 @@ def grow_forest(
     groups: np.ndarray | None = None,
     group_bootstrap: bool = False,
     level2: np.ndarray | None = None,
+    level2_permutation: bool = True,
+    min_groups_leaf: int = 0,
+    categorical: np.ndarray | None = None,
 ) -> Forest:
     """Grow a forest on binned data ``Xb`` (feature-major, from ``binner.transform``).
 
     ``groups`` (n,) are group codes 0..m-1. With ``group_bootstrap`` each tree draws m
     whole groups with replacement, so a row is out of bag only when its whole group is.
-    ``level2`` (p,) bool marks the features to permute across OOB groups in the importance
-    (features constant within every group). Without ``groups`` both are ignored.
+    ``level2`` (p,) bool marks the features constant within every group: with
+    ``level2_permutation`` the importance permutes them across OOB groups, and a split on
+    one must leave ``min_groups_leaf`` distinct groups on each side. Without ``groups``
+    all of these are ignored. ``categorical`` (p,) bool marks nominal features (at most 64
+    codes): they are split on subsets of levels, never on the order of their codes.
 
     Trees are grown in batches of a fixed size so ``progress(done, total)`` can report
     between batches; every reduction runs in tree order, so the result depends on ``seeds``
@@ -541,6 +626,11 @@ def grow_forest(
         n_groups = int(gcode.max()) + 1 if n else 0
     n_boot_groups = n_groups if group_bootstrap else 0
     l2 = np.zeros(p, np.bool_) if level2 is None else np.ascontiguousarray(level2, np.bool_)
+    l2_perm = l2 if level2_permutation else np.zeros(p, np.bool_)
+    min_groups = int(min_groups_leaf) if n_groups > 0 and l2.any() else 0
+    cat = np.zeros(p, np.bool_) if categorical is None else np.asarray(categorical, np.bool_)
+    if np.any(cat & (binner.n_bins > 64)):
+        raise ValueError("a categorical feature may have at most 64 levels")
     y = np.ascontiguousarray(y, dtype=np.float64)
     sw = np.ones(n) if sample_weight is None else np.ascontiguousarray(sample_weight, float)
     nbins = binner.n_bins
@@ -559,20 +649,22 @@ def grow_forest(
             nb = min(_BATCH, n_trees - b0)
             feat = np.empty((nb, max_nodes), np.int32)
             thr = np.zeros((nb, max_nodes), np.uint8)
+            cmask = np.zeros((nb, max_nodes), np.uint64)
             left = np.zeros((nb, max_nodes), np.int32)
             value = np.zeros((nb, max_nodes))
             n_nodes = np.zeros(nb, np.int64)
             oob_pred = np.full((nb, n), np.nan)
             _grow_batch(
                 Xb, Xr, nbins, y, sw, weighted, seeds[b0 : b0 + nb], mtry, min_leaf,
-                importance, feat, thr, left, value, n_nodes, imp_perm[b0 : b0 + nb],
-                imp_node[b0 : b0 + nb], oob_pred, gcode, n_groups, n_boot_groups, l2
+                importance, feat, thr, cmask, left, value, n_nodes, imp_perm[b0 : b0 + nb],
+                imp_node[b0 : b0 + nb], oob_pred, gcode, n_groups, n_boot_groups, l2, l2_perm,
+                min_groups, cat
             )  # fmt: skip
             is_oob = ~np.isnan(oob_pred)
             oob_sum += np.where(is_oob, oob_pred, 0.0).sum(axis=0)
             oob_cnt += is_oob.sum(axis=0)
             keep = np.arange(max_nodes)[None, :] < n_nodes[:, None]
-            parts.append((feat[keep], thr[keep], left[keep], value[keep], n_nodes))
+            parts.append((feat[keep], thr[keep], left[keep], value[keep], n_nodes, cmask[keep]))
             if progress is not None:
                 progress(b0 + nb, n_trees)
     sizes = np.concatenate([q[4] for q in parts])
@@ -583,6 +675,7 @@ def grow_forest(
         binner=binner,
         feat=np.concatenate([q[0] for q in parts]),
         thr=np.concatenate([q[1] for q in parts]),
+        mask=np.concatenate([q[5] for q in parts]),
         left=np.concatenate([q[2] for q in parts]),
         value=np.concatenate([q[3] for q in parts]),
         offsets=offsets,
