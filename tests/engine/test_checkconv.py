@@ -70,7 +70,7 @@ def test_our_derivatives_at_lme4s_optimum_match_deriv12() -> None:
     theta = np.array(c["theta"])
     lower = np.array([0.0, -np.inf, 0.0])
     f = obj.both(theta)[0]
-    g, H = derivatives(obj, theta, f, lower, np.full(3, np.inf), np.ones(3, bool))
+    g, H = derivatives(obj, theta, f, lower, np.full(3, np.inf), np.ones(3, bool), central=True)
     np.testing.assert_allclose(H, np.array(c["Hessian"]), rtol=1e-5)
     np.testing.assert_allclose(g, np.array(c["gradient"]), atol=3e-5)
     assert lme4_scaled_gradient(g, H) == pytest.approx(c["scaled_gradient"], rel=2e-2)

@@ -176,7 +176,7 @@ def _steps(x, lower, upper, delta):
     return h, fwd, bwd
 
 
-def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4):
+def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4, central=True):
     """Gradient and Hessian over the ``free`` parameters at ``x`` (``f`` = value there).
 
     Without an analytic gradient this is lme4's ``deriv12`` (central differences for the
@@ -184,13 +184,16 @@ def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4):
     ``(f(++) - f(+0) - f(0+) + f) / (h_i h_j)`` cost one deviance per pair instead of
     lme4's four (first order: about 2e-3 relative on sleepstudy, immaterial for a test
     against 2e-3, and a third of the cost of an AGQ fit); with ``obj.jac`` the analytic
-    gradient and central differences of it for the Hessian (second order). The
+    gradient and central differences of it for the Hessian (second order; forward
+    differences with ``central=False``, half the gradients, for the convergence check of
+    an LMM, whose statistic does not need the second order). The
     step is ``delta * max(|x|, 1)`` (lme4: ``delta``), one-sided in a parameter whose step
     would cross its bound. ``obj`` may memoise: the points are the same on every call.
     """
     idx = np.flatnonzero(free)
     k = len(idx)
     h, fwd, bwd = _steps(x, lower, upper, delta)
+    jac_central = (fwd & bwd) if central else np.zeros(len(x), bool)
     central = fwd & bwd
 
     def shifted(*moves):
@@ -203,7 +206,7 @@ def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4):
         g_full = obj.grad(x)
         H = np.empty((k, k))
         for a, i in enumerate(idx):
-            if central[i]:
+            if jac_central[i]:
                 col = (obj.grad(shifted((i, 1))) - obj.grad(shifted((i, -1)))) / (2 * h[i])
             elif fwd[i]:
                 col = (obj.grad(shifted((i, 1))) - g_full) / h[i]
@@ -344,7 +347,9 @@ def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric, singular_tol,
     free = np.ones(len(x), bool) if symmetric else ~on_bound
     if not free.any():
         return _Check(0.0, np.nan, True, True, ())
-    g, H = derivatives(obj, x, f, lower, upper, free)
+    # forward differences of an analytic gradient suffice for the check; the GLMM (with a
+    # transform) needs the central Hessian at the same points next, for its vcov
+    g, H = derivatives(obj, x, f, lower, upper, free, central=transform is not None)
     singular = is_singular(x, lower, cov_mask, singular_tol)
     T = None if transform is None else transform
     return assess(g, H, free, cov_mask, grad_tol, singular=singular, transform=T)
