@@ -73,6 +73,9 @@ def main() -> None:
     pooled = [t for t in data["plausible_values"]["pooled"]["fixef"] if t != "(Intercept)"]
     multi = recovery(sim.truth, {"fixed": [t for t in pooled if ":" not in t],
                                  "interactions": [t for t in pooled if ":" in t]})  # fmt: skip
+    freq = data["plausible_values"]["selection_frequency"]
+    slopes = [k[1:].split(" |")[0] for k, v in freq.items() if k.startswith("(") and v > 0.5]
+    multi_slopes = [s for s in slopes if s in sim.truth.slopes]
     single = _single(args, tmp)
     print(f"## Plausible values and imputation (issue 13), {time.strftime('%Y-%m-%d %H:%M')} UTC")
     print(f"\nbenchmarks/lsa_pv.py --schools {args.schools} --items {args.items} "
@@ -89,7 +92,8 @@ def main() -> None:
           f"{len(multi['missed'])} / {len(multi['false'])} |")  # fmt: skip
     print(f"| single PV, no missing: found / missed / false | {len(single['found'])} / "
           f"{len(single['missed'])} / {len(single['false'])} |")  # fmt: skip
-    freq = data["plausible_values"]["selection_frequency"]
+    print(f"| true slopes found: pooled / single | {len(multi_slopes)} / "
+          f"{len(single['slopes_found'])} of {len(sim.truth.slopes)} |")  # fmt: skip
     print(f"| terms selected in some but not all PVs | "
           f"{sorted(k for k, v in freq.items() if v < 1)} |")  # fmt: skip
     if args.rank_each:

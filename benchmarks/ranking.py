@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--skip-ranger", action="store_true")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--variants", action="store_true", help="compare the RANKERS presets")
+    ap.add_argument("--quick-variants", action="store_true", help="time no LongituRF-like")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--families", default="gaussian,binomial")
     ap.add_argument("--variants-out", default="ranking_variants.md")
@@ -249,20 +250,26 @@ def main() -> None:
     a = results["autoglmm"]
     a["em_estimators"] = 100
     a["estimated_seconds_full_forest_in_em"] = a["em_iterations"] * a["seconds_final_forest"]
+    results["autoglmm"]["ranker"] = ranking.settings["forest_options"]
     print("autoglmm MERF:", json.dumps(results["autoglmm"]))
 
-    # autoglmm 0.1's MERF (row bootstrap, LMM start, first-fall stop) in the same run
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    old = rank_predictors(
-        sample.data, truth.outcome, truth.group, ntree=args.ntree, mtry=args.mtry,
-        seed=args.seed, n_jobs=args.n_jobs, forest_options="merf_rowlmm",
-    )  # fmt: skip
-    results["autoglmm_0.1"] = {
-        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-        "em_iterations": old.n_iter, **score(old.names, true_set, noise2, k),
-    }  # fmt: skip
-    print("autoglmm 0.1 MERF:", json.dumps(results["autoglmm_0.1"]))
+    # the other MERF rankers of RANKERS in the same run (the default one is "autoglmm")
+    from autoglmm.ranking import DEFAULT_RANKER, RANKERS
+
+    for name in RANKERS:
+        if name in (DEFAULT_RANKER, "plain") or (args.quick_variants and name == "longiturf"):
+            continue
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        other = rank_predictors(
+            sample.data, truth.outcome, truth.group, ntree=args.ntree, mtry=args.mtry,
+            seed=args.seed, n_jobs=args.n_jobs, forest_options=name,
+        )  # fmt: skip
+        results[f"ranker_{name}"] = {
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "em_iterations": other.n_iter, **score(other.names, true_set, noise2, k),
+        }  # fmt: skip
+        print(f"ranker {name}:", json.dumps(results[f"ranker_{name}"]))
 
     t0 = time.perf_counter()
     c0 = time.process_time()

@@ -539,8 +539,8 @@ _KNOWN = ("section", "case", "tool", "status", "seconds", "runs", "loglik")
 def write_results(rows: list[dict], path: str | Path, meta: dict | None = None) -> str:
     """Render ``rows`` as RESULTS.md at ``path``; returns the text.
 
-    The sections other scripts write between their markers (``benchmarks/weights.py``,
-    ``benchmarks/selection.py``: ``<!-- name:begin -->`` ... ``<!-- name:end -->``) are kept.
+    Sections that other scripts write between ``<!-- NAME:begin -->`` and
+    ``<!-- NAME:end -->`` markers (``benchmarks/weights.py``, ``benchmarks/lsa_pv.py``) are kept.
     """
     text = render(rows, meta or {})
     old = Path(path).read_text() if Path(path).exists() else ""
