@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -146,3 +147,97 @@ def test_installed_command_version_and_data_error(tmp_path):
     assert missing.stdout == ""
     assert "data file not found" in _one_error_line(missing.stderr)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+# --- command-line mistakes: one line, exit 2, never a box -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["search", "data.csv", "-y", "a", "-g", "b", "--bogus"], "no such option: --bogus"),
+        (["serch"], "no such command 'serch'"),
+        (["search"], "missing argument 'DATA'"),
+        (["search", "d.csv", "-y", "a", "-g", "b", "--alpha", "x"], "invalid value for"),
+        (["rank", "d.csv", "-y", "a", "-g", "b", "--n-jobs", "0"], "--n-jobs must be"),
+        (["search", "d.csv", "-y", "a", "-g", "b", "--n-jobs", "0"], "--n-jobs must be"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_with_exit_2(args, words):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert words in line
+    assert "╭" not in result.output and "Usage:" not in result.output
+
+
+def test_unknown_option_through_the_installed_entry_point(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv[0] = 'autoglmm'; "
+         "from autoglmm.console import main; main()", "search", "x.csv", "--bogus"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stdout == ""
+    line = _one_error_line(run.stderr)
+    assert line.startswith("error: no such option: --bogus") and "autoglmm search --help" in line
+
+
+@pytest.mark.parametrize("command", ["search", "rank", "fit", "demo"])
+def test_help_shows_flags_without_a_value_and_data_without_braces(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    text = result.output
+    assert "<bool>" not in text and "{" not in text and "╭" not in text
+    usage = text.splitlines()[0]
+    assert usage.endswith("[OPTIONS]" if command == "demo" else "[OPTIONS] DATA"), usage
+    assert re.search(r"--help\s{2,}Show this message", text)
+    if command == "search":
+        assert re.search(r"--force\s{2,}Search even below", text)  # a flag: no value shown
+        assert "--ntree <int>" in text  # an option that takes a value says which
+
+
+# --- Ctrl-C: one line and exit 130 at every moment, never a traceback or a fatal error ------
+
+CHILD = """
+import os, signal, sys
+sys.argv = ["autoglmm", *sys.argv[2:]]
+target = sys.argv_target = {target!r}
+
+class KillAtImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == {target!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, KillAtImport())
+from autoglmm.console import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    from autoglmm.datasets import simulate_lsa
+
+    path = tmp_path_factory.mktemp("ctrlc") / "small.csv"
+    simulate_lsa(seed=2, n_schools=25, n_items=20).data.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("target", ["typer", "pandas", "numba", "autoglmm.selection"])
+def test_ctrl_c_while_importing_is_one_line_and_exit_130(target, small_csv, tmp_path):
+    """SIGINT delivered exactly while the module ``target`` is being imported."""
+    code = CHILD.format(target=target)
+    args = ["search", str(small_csv), "-y", "math", "-g", "school", "--ntree", "20",
+            "--no-progress", "--out", str(tmp_path / "out")]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", code, "-", *args],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 130, run.stderr[-3000:]
+    assert "Fatal Python error" not in run.stderr
+    assert _one_error_line(run.stderr) == (
+        "error: interrupted (Ctrl-C); nothing was written half-way"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

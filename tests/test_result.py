@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 import autoglmm
+from autoglmm.report.table_model import format_p
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def test_summary_has_lme4_layout(sleep_fit):
     text = sleep_fit.summary()
     assert text.startswith("Linear mixed model fit by maximum likelihood")
     for part in ("Random effects:", "Fixed effects:", "Residual", "Number of obs: 180",
-                 "Subject, 18", "t value", "-876.0"):  # fmt: skip
+                 "Subject, 18", "z value", "Pr(>|z|)", "-876.0"):  # fmt: skip
         assert part in text, part
+    assert "t value" not in text  # the p-value is from the normal: the statistic is a z
     corr_line = next(line for line in text.splitlines() if line.strip().startswith("Days"))
     assert "0.08" in corr_line  # lme4 prints Corr 0.08 for this fit
 
@@ -70,3 +72,20 @@ def test_html_view(sleep_fit):
 def test_wald_p_value_uses_normal_reference(sleep_fit):
     expected = 2 * stats.norm.sf(np.abs(sleep_fit.fixef / sleep_fit.se))
     np.testing.assert_allclose(sleep_fit.pvalues.to_numpy(), expected)
+
+
+def test_lrt_result_prints_as_a_table(reference_data, sleep_fit):
+    """In a script, print(lrt(...)) shows the comparison, not a dataclass dump."""
+    small = autoglmm.fit("Reaction ~ Days + (1 | Subject)", reference_data("sleepstudy.csv"))
+    res = autoglmm.lrt(small, sleep_fit, mixture=True)
+    text = repr(res)
+    assert str(res) == text
+    lines = text.splitlines()
+    assert lines[0].startswith("Likelihood-ratio test")
+    assert "mixture" in lines[0]
+    assert lines[1].split() == ["Model", "df", "logLik", "Chisq", "Df", "p"]
+    assert lines[2].split()[:3] == ["small", "4", f"{small.loglik:.2f}"]
+    big = lines[3].split()
+    assert big[:5] == ["big", "6", f"{sleep_fit.loglik:.2f}", f"{res.chisq:.2f}", "2"]
+    assert big[5] == format_p(res.p)
+    assert res.p < 1e-6 and res.chisq == pytest.approx(2 * (sleep_fit.loglik - small.loglik))

@@ -1,25 +1,89 @@
 """The ``autoglmm`` command: a thin typer app that parses arguments, calls the API, prints.
 
 Each subcommand lives here as a short function; all logic is in the library. User errors
-(:class:`autoglmm.errors.AutoGLMMError`) become one line on stderr and exit code 1 (data)
-or 2 (usage), never a traceback.
+(:class:`autoglmm.errors.AutoGLMMError`) and command-line mistakes (an unknown option, a
+missing value) become one line on stderr and exit code 1 (data) or 2 (usage), never a
+traceback or a box; Ctrl-C becomes one line and exit code 130. Output paths are checked
+before any work. When stdout is not a terminal (a pipe, a log file), ``search`` prints one
+line per stage and each stage's table as the stage ends, instead of progress bars.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from autoglmm import __version__
-from autoglmm.errors import AutoGLMMError
+from autoglmm.errors import AutoGLMMError, UsageError
+
+# typer >= 0.20 vendors click as typer._click: take its classes from typer's public names.
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class PlainUsage(TyperCommand):
+    """A command whose usage line reads ``DATA``, not typer's ``{DATA}``."""
+
+    def collect_usage_pieces(self, ctx):
+        return [p.replace("{", "").replace("}", "") for p in super().collect_usage_pieces(ctx)]
+
+
+class OneLineErrors(TyperGroup):
+    """The app's click group: every error is one line (SPEC section 4), help is plain text."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if type(command) is TyperCommand:  # every subcommand, whoever added it
+            command.__class__ = PlainUsage
+        return command
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _CLICK_ERRORS as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `autoglmm`: the help
+                typer.echo(err.format_message())
+                sys.exit(0)
+            sys.exit(_echo_error(_click_message(err), err.exit_code))
+        except typer.Abort:
+            sys.exit(_echo_error("aborted", 1))
+        except AutoGLMMError as err:
+            sys.exit(_echo_error(str(err), err.exit_code))
+        except KeyboardInterrupt:
+            code = 130
+        if code == 130:  # typer turns Ctrl-C into Exit(130)
+            sys.exit(_echo_error("interrupted (Ctrl-C); nothing was written half-way", 130))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_message(err: Exception) -> str:
+    message = " ".join(err.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, _USAGE_ERRORS) and ctx is not None:
+        message += f"; see '{ctx.command_path} --help'"
+    return message
+
+
+def _echo_error(message: str, code: int) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return code
+
 
 app = typer.Typer(
     name="autoglmm",
     help="Find an optimal generalized linear mixed model for hierarchical data.",
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -44,6 +108,27 @@ def fail(err: AutoGLMMError) -> typer.Exit:
     return typer.Exit(code=err.exit_code)
 
 
+def _data_argument() -> typer.models.ArgumentInfo:
+    return typer.Argument(
+        ..., metavar="DATA", help="Data file (.csv, .parquet, .sav, .zsav, .dta, .sas7bdat)."
+    )
+
+
+def _check_n_jobs(n_jobs: int | None) -> None:
+    if n_jobs is not None and n_jobs == 0:
+        raise UsageError("--n-jobs must be a number of threads >= 1, or -1 for all cores; got 0")
+
+
+def _streaming() -> bool:
+    """Print stage lines and tables as they come: stdout is not a terminal."""
+    return not sys.stdout.isatty()
+
+
+def _bars(progress: bool) -> bool:
+    """Progress bars only on a terminal (they are redrawn in place on stderr)."""
+    return progress and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
 # --- subcommands ---------------------------------------------------------------------------
 # Each command catches AutoGLMMError and raises fail(err). Commands are added by the
 # issues that implement them; keep each one short and put logic in the library.
@@ -51,7 +136,7 @@ def fail(err: AutoGLMMError) -> typer.Exit:
 
 @app.command("fit")
 def fit_command(
-    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, ...)."),
+    data: str = _data_argument(),
     formula: str = typer.Option(
         ..., "--formula", "-f", help="lme4 formula, e.g. 'y ~ x + (1 | g)'."
     ),
@@ -103,7 +188,7 @@ def _names(value: str | None) -> list[str] | None:
 
 @app.command("search")
 def search_command(
-    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, .sas7bdat)."),
+    data: str = _data_argument(),
     outcome: str = typer.Option(..., "--outcome", "-y", help="Outcome column."),
     group: str = typer.Option(..., "--group", "-g", help="Group column (e.g. school ID)."),
     out: str = typer.Option(None, "--out", "-o", help="Write every output into this folder."),
@@ -154,31 +239,36 @@ def search_command(
     --outcome takes one column, a comma list or a glob ('BSMMAT0[1-5]'): several outcomes
     are plausible values, searched one by one and pooled by Rubin's rules.
     """
+    from autoglmm.report.atomic import check_output_dir
     from autoglmm.selection import search
 
+    stream = _streaming()
     try:
-        result = search(
-            data, outcome, group, family=family, predictors=_names(predictors),
-            exclude=_names(exclude) or (), ranking=ranking, min_group_size=min_group_size,
-            icc_threshold=icc_threshold, force=force, alpha=alpha, alpha_fixed=alpha_fixed,
-            alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
-            n_essential=n_essential, patience=patience, threshold=threshold,
-            max_slopes=max_slopes, ntree=ntree,
-            mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
-            progress=progress, n_jobs=n_jobs, merge=merge or (), lsa=lsa, impute=impute,
-            level1_weights=level1_weights,
-            level2_weights=level2_weights, conditional_weights=conditional_weights,
-            weight_scaling=weight_scaling,
-        )  # fmt: skip
+        _check_n_jobs(n_jobs)
+        if out:
+            check_output_dir(Path(out))
+        with _stage_lines(stream):
+            result = search(
+                data, outcome, group, family=family, predictors=_names(predictors),
+                exclude=_names(exclude) or (), ranking=ranking, min_group_size=min_group_size,
+                icc_threshold=icc_threshold, force=force, alpha=alpha, alpha_fixed=alpha_fixed,
+                alpha_interaction=alpha_interaction, alpha_slope=alpha_slope,
+                n_essential=n_essential, patience=patience, threshold=threshold,
+                max_slopes=max_slopes, ntree=ntree,
+                mtry=mtry, max_missing=max_missing, standardize=standardize, seed=seed,
+                progress=_bars(progress), n_jobs=n_jobs, merge=merge or (), lsa=lsa,
+                impute=impute, level1_weights=level1_weights, level2_weights=level2_weights,
+                conditional_weights=conditional_weights, weight_scaling=weight_scaling,
+            )  # fmt: skip
         written = result.report(out) if out else None
     except AutoGLMMError as err:
         raise fail(err) from None
-    _print_result(result, written)
+    _print_result(result, written, tables_shown=stream)
 
 
 @app.command("rank")
 def rank_command(
-    data: str = typer.Argument(..., help="Data file (.csv, .parquet, .sav, .dta, .sas7bdat)."),
+    data: str = _data_argument(),
     outcome: str = typer.Option(..., "--outcome", "-y", help="Outcome column."),
     group: str = typer.Option(..., "--group", "-g", help="Group column (e.g. school ID)."),
     family: str = typer.Option("gaussian", "--family", help="gaussian, binomial or poisson."),
@@ -198,14 +288,18 @@ def rank_command(
     from autoglmm.data import read_data
     from autoglmm.lsa import prepare
     from autoglmm.ranking import rank_predictors
+    from autoglmm.report.atomic import check_output_file
 
     try:
+        _check_n_jobs(n_jobs)
+        if out:
+            check_output_file(Path(out))
         frame, ruled_out, _ = prepare(read_data(data), [outcome], group, merge or (), lsa)
         wanted = _names(predictors)
         skip = [c for c in ruled_out if wanted is None or c not in wanted]
         ranking = rank_predictors(
             frame, outcome, group, family=family, ntree=ntree, mtry=mtry, seed=seed,
-            n_jobs=n_jobs, progress=progress, predictors=wanted,
+            n_jobs=n_jobs, progress=_bars(progress), predictors=wanted,
             exclude=[*(_names(exclude) or []), *skip],
         )  # fmt: skip
         if out:
@@ -231,20 +325,24 @@ def demo_command(
 ) -> None:
     """Simulate TIMSS-like data with a known model, search it, compare with the truth."""
     from autoglmm.datasets import simulate_lsa, truth_table
+    from autoglmm.report.atomic import check_output_dir
     from autoglmm.selection import search
 
+    stream = _streaming()
     try:
-        if timss:
-            result, truth, written = _demo_timss(out, seed, ntree, progress)
-        else:
-            sim = simulate_lsa(seed=seed, family=family)
-            truth = sim.truth
-            result = search(sim.data, truth.outcome, truth.group, family=family, seed=seed,
-                            ntree=ntree, progress=progress)  # fmt: skip
-            written = result.report(out)
+        check_output_dir(Path(out))
+        with _stage_lines(stream):
+            if timss:
+                result, truth, written = _demo_timss(out, seed, ntree, _bars(progress))
+            else:
+                sim = simulate_lsa(seed=seed, family=family)
+                truth = sim.truth
+                result = search(sim.data, truth.outcome, truth.group, family=family,
+                                seed=seed, ntree=ntree, progress=_bars(progress))  # fmt: skip
+                written = result.report(out)
     except AutoGLMMError as err:
         raise fail(err) from None
-    _print_result(result, written)
+    _print_result(result, written, tables_shown=stream)
     if result.optimal is not None:
         table = truth_table(truth, result.optimal_terms, result.optimal)
         _print_truth(table, result)
@@ -266,20 +364,38 @@ def _demo_timss(out: str, seed: int, ntree: int, progress: bool):
     return result, sim.truth, result.report(out)
 
 
-def _print_result(result, written) -> None:
-    """Sample, ICC, the comparison tables of every stage, the V-map and the equation."""
+def _stage_lines(stream: bool):
+    """While a search runs: one line per stage and each stage's table (when streaming)."""
+    from contextlib import nullcontext
+
+    from autoglmm.stage_events import StageLines, listening
+
+    return listening(StageLines(_echo_now)) if stream else nullcontext()
+
+
+def _echo_now(text: str) -> None:
+    typer.echo(text)
+    sys.stdout.flush()
+
+
+def _print_result(result, written, tables_shown: bool = False) -> None:
+    """Sample, ICC, the comparison tables of every stage, the V-map and the equation.
+
+    ``tables_shown``: the stage tables were already printed as the stages ended.
+    """
     from autoglmm.report import tables
 
     for note in result.warnings:
         typer.secho(f"WARNING: {note}", fg="yellow", bold=True, err=True)
     sample = result.sample
-    typer.echo(f"Sample: {sample.n_obs} rows in {sample.n_groups} groups, "
-               f"{len(sample.predictors)} candidate predictors")  # fmt: skip
-    typer.echo(f"ICC of the null model: {result.icc:.3f}")
+    if not tables_shown:  # else the stage lines said it already
+        typer.echo(f"Sample: {sample.n_obs:,} rows in {sample.n_groups:,} groups, "
+                   f"{len(sample.predictors)} candidate predictors")  # fmt: skip
+        typer.echo(f"ICC of the null model: {result.icc:.3f}")
     if result.stop_reason:
         typer.secho(f"Search stopped: {result.stop_reason}", fg="yellow", bold=True)
     else:
-        for stage in ("fixed", "interaction", "slope"):
+        for stage in () if tables_shown else ("fixed", "interaction", "slope"):
             typer.echo("\n" + tables.comparison(result, stage).to_text())
         _print_selection(result)
         used = tables.optimal_predictors(result)
@@ -313,7 +429,12 @@ def _print_pooled(pooled) -> None:
 def _print_truth(table, result) -> None:
     """The demo's closing comparison: the recovered model next to the true one."""
     typer.secho("\nRecovered model vs the true model", bold=True)
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    shown = table.assign(kind=table["kind"].replace({"slope": "slope variance"}))
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(
+        "Slope rows compare variances: the true variance of the random slope with its "
+        "estimate in G (a missed slope has no estimate)."
+    )
     n = table.groupby(["kind", "status"]).size()
     typer.echo(
         f"true predictors found {n.get(('fixed', 'found'), 0)} of "
@@ -333,9 +454,29 @@ def _decoys(n: int) -> str:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Ctrl-C anywhere (even while numba and pandas are being imported) ends with one line and
+    exit code 130. The process then exits at once (``os._exit``), after the output folder was
+    cleaned up by the unwinding, so no daemon thread can make interpreter shutdown fail.
+    """
     try:
         app()
+    except KeyboardInterrupt:
+        _hard_exit(_echo_error("interrupted (Ctrl-C); nothing was written half-way", 130))
     except AutoGLMMError as err:  # a command that forgot to catch: still no traceback
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    except SystemExit as done:
+        if done.code == 130:
+            _hard_exit(130)
+        raise
+
+
+def _hard_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from autoglmm.errors import UsageError
+from autoglmm.reference_data import load  # noqa: F401  (autoglmm.datasets.load)
 
 __all__ = [
-    "SimulatedLSA", "Truth", "recovery", "simulate_lsa",
+    "SimulatedLSA", "Truth", "load", "recovery", "simulate_lsa",
     "simulate_timss",  # noqa: F822 - lazy re-export of autoglmm.lsa.simulate (see the end)
     "truth_table",
 ]  # fmt: skip

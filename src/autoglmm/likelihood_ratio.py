@@ -28,7 +28,7 @@ from autoglmm.errors import UsageError
 from autoglmm.result import Fit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LRTResult:
     """LR statistic ``chisq = max(0, 2 (loglik_big - loglik_small))``, its df and p-value."""
 
@@ -40,6 +40,32 @@ class LRTResult:
     loglik_big: float
     df_small: int
     df_big: int
+
+    def __repr__(self) -> str:
+        """The comparison as a small table, so ``print(lrt(a, b))`` shows it in a script."""
+        from autoglmm.report.table_model import format_p
+
+        kind = (
+            f"50:50 mixture of chi2({self.df - 1}) and chi2({self.df})"
+            if self.mixture
+            else f"chi2({self.df})"
+        )
+        rows = [
+            ("Model", "df", "logLik", "Chisq", "Df", "p"),
+            ("small", str(self.df_small), f"{self.loglik_small:.2f}", "", "", ""),
+            ("big", str(self.df_big), f"{self.loglik_big:.2f}", f"{self.chisq:.2f}",
+             str(self.df), format_p(self.p)),
+        ]  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        lines = [f"Likelihood-ratio test (p from the {kind} distribution)"]
+        for row in rows:
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+            ]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join(lines)
+
+    __str__ = __repr__
 
     def to_dict(self) -> dict:
         return {

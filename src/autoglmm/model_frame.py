@@ -42,6 +42,7 @@ from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
 from autoglmm.formula_terms import TermList, expand_terms, variables_in_order
+from autoglmm.outcome_rule import non_numeric_outcome
 from autoglmm.variables import CONSTANTS, Evaluator, Factor, Numeric, variable_label
 
 RANK_TOL = 1e-7
@@ -298,11 +299,8 @@ def _finish_response(
         codes, levels = builder.factor(parsed.response)
         if family == "binomial" and len(levels) == 2:
             return codes.astype(float), None
-        name = parsed.response_name
-        raise DataError(
-            f"response '{name}' is not numeric; for family={family!r} give a numeric column"
-            + (" (or a two-level column for binomial)" if family != "binomial" else "")
-        )
+        # the rule search() applies too (autoglmm.outcome_rule): same coding, same message
+        raise non_numeric_outcome(parsed.response_name, list(levels))
     if value.values.shape[1] != 1:
         raise UsageError(f"response '{parsed.response_text}' must be one column")
     return builder.used(value.values[:, 0]), None

@@ -28,8 +28,9 @@ from autoglmm.engine.estimates import ConvergenceReport
 class Fit:
     """One fitted two-level (G)LMM (SPEC section 1).
 
-    ``stat`` and ``pvalues`` are Wald statistics ``fixef / se`` with a normal reference
-    (lme4 prints the statistic as a t value for gaussian models and gives no p-value).
+    ``stat`` and ``pvalues`` are Wald statistics ``fixef / se`` with a normal reference, so
+    they are called z for every family (lme4 prints a "t value" without a p-value for gaussian
+    models; with a p from the normal distribution the statistic is a z).
     ``row_hash`` identifies the rows and response used, for :func:`autoglmm.lrt`.
     ``theta`` and ``z_names`` allow a warm start of a related model (:meth:`start_values`).
     """
@@ -77,7 +78,7 @@ class Fit:
 
     @property
     def stat(self) -> pd.Series:
-        """Wald statistics fixef / se (lme4's t value for gaussian, z value otherwise)."""
+        """Wald statistics fixef / se: z values, referred to the standard normal."""
         return (self.fixef / self.se).rename("stat")
 
     @property
@@ -160,8 +161,7 @@ class Fit:
         lines.append(f"Number of obs: {self.nobs}, groups:  {self.group}, {self.ngroups}")
         lines += ["", "Fixed effects:"]
         tab = self.fixef_table()
-        stat_name = "t value" if self.family == "gaussian" else "z value"
-        tab.columns = ["Estimate", "Std. Error", stat_name, "Pr(>|z|)"]
+        tab.columns = ["Estimate", "Std. Error", "z value", "Pr(>|z|)"]
         tab["Pr(>|z|)"] = tab["Pr(>|z|)"].map(_fmt_p)
         lines.append(tab.to_string(float_format=lambda v: f"{v:.4g}"))
         if self.dropped_columns:

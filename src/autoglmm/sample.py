@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
+from autoglmm.outcome_rule import binary_text_outcome, non_numeric_outcome
 from autoglmm.screening import (
     Exclusion,
     candidate_columns,
@@ -303,7 +304,7 @@ def build_sample(
 
 def _rows_with_outcome(work, outcome, group, g_codes, family, track, detail) -> tuple:
     """Step 1: the rows with both outcome and group, after checking the outcome's values."""
-    y = _outcome_values(work[outcome], outcome)
+    y = _outcome_values(work[outcome], outcome, family)
     track.record("input", "input data", np.ones(len(work), dtype=bool), detail)
     rows = (g_codes >= 0) & ~np.isnan(y)
     n_missing = (
@@ -350,6 +351,8 @@ def _assemble(data, work, rows, codes, g_codes, roles, kept, track, exclusions, 
     outcome, group, family = roles
     g_levels, sizes, min_group_size, max_missing = rules
     sample_data = _sample_frame(work, rows, outcome, group, kept)
+    if not is_real_numeric(sample_data[outcome].dtype):  # a two-level text outcome, coded 0/1
+        sample_data[outcome] = binary_text_outcome(sample_data[outcome], family)
     variable_labels = data.attrs.get("variable_labels") or {}
     small = np.flatnonzero((sizes > 0) & (sizes < min_group_size))
     report = SampleReport(
@@ -445,9 +448,16 @@ def _check_settings(data: object, max_missing: float, min_group_size: int) -> No
 
 
 def _group_codes(column: pd.Series, group: str) -> tuple[np.ndarray, list]:
+    if is_real_numeric(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        n_inf = int(np.isinf(column.to_numpy(dtype=float, na_value=np.nan)).sum())
+        if n_inf:
+            raise DataError(
+                f"the group column '{group}' has {n_inf} infinite values; replace them with "
+                "valid group IDs or drop those rows"
+            )
     codes, levels = pd.factorize(column, use_na_sentinel=True)
     if len(levels) < 2:
-        what = "has no values" if len(levels) == 0 else f"has a single value ({levels[0]!r})"
+        what = "has no values" if len(levels) == 0 else f"has a single value ({_level(levels[0])})"
         raise DataError(
             f"the group column '{group}' {what}; a mixed model needs at least 2 groups, "
             "choose the column that identifies the groups (e.g. the school ID)"
@@ -455,13 +465,13 @@ def _group_codes(column: pd.Series, group: str) -> tuple[np.ndarray, list]:
     return codes.astype(np.int64), list(levels)
 
 
-def _outcome_values(column: pd.Series, outcome: str) -> np.ndarray:
+def _outcome_values(column: pd.Series, outcome: str, family: str) -> np.ndarray:
     dtype = column.dtype
     if not (pd.api.types.is_bool_dtype(dtype) or is_real_numeric(dtype)):
-        raise DataError(
-            f"the outcome '{outcome}' is not numeric (dtype {dtype}); recode it as numbers "
-            "(0/1 for a binary outcome)"
-        )
+        coded = binary_text_outcome(column, family)  # the rule fit() uses too
+        if coded is None:
+            raise non_numeric_outcome(outcome, column)
+        return coded
     return column.to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -511,6 +521,12 @@ def _few_groups_message(
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
+
+
+def _level(value: object) -> str:
+    """A group level as a user wrote it: 7 or 'A', never np.int64(7)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _json_scalar(value: object) -> object:

@@ -308,10 +308,20 @@ def no_predictors_message(candidates: list, exclusions: list[Exclusion], max_mis
     for e in exclusions:
         counts[e.reason] = counts.get(e.reason, 0) + 1
     summary = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in counts.items())
-    fix = (
-        f"raise max_missing (now {max_missing}) or check the predictor columns"
-        if counts.get("missing")
-        else "check the predictor columns"
+    fixes = [fix for reason, fix in _NO_PREDICTOR_FIXES.items() if reason in counts]
+    fix = "; ".join(fixes or ["check the predictor columns"]).replace(
+        "{max_missing}", str(max_missing)
     )
     n = len(candidates)
     return f"no usable predictors: all {n} candidates were excluded ({summary}); {fix}"
+
+
+#: What to do about each reason a candidate was excluded (the message names the real cause).
+_NO_PREDICTOR_FIXES = {
+    "missing": "raise max_missing (now {max_missing}) to keep the columns with missing values",
+    "constant": "constant columns carry no information: pass other predictors",
+    "constant_after_filtering": "some columns are constant once small groups are dropped: "
+    "lower min_group_size or pass other predictors",
+    "unsupported_type": "convert text or date columns to numbers or categories",
+    "user": "check exclude=",
+}

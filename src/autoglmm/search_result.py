@@ -3,20 +3,31 @@
 ``SearchResult`` is frozen and exists to present: the step trace as a frame, the report's
 tables and equation (delegated to :mod:`autoglmm.report`), and ``to_dict`` in the schema of
 result.json (SPEC section 3, ``autoglmm/report/result_schema.json``).
+
+The dependency runs one way: this module imports the report, the report never imports it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
+
+from autoglmm.json_values import json_value
+from autoglmm.report import tables
+from autoglmm.report.equation import model_equation
+from autoglmm.report.writer import write_report
+
+if TYPE_CHECKING:
+    from autoglmm.analyses import Pooling
+    from autoglmm.ranking import Ranking
+    from autoglmm.result import Fit
+    from autoglmm.sample import AnalysisSample
 
 __all__ = [
     "STAGES", "STATUSES", "SearchResult", "Step", "Terms", "cov_re_of", "data_hash", "json_value",
@@ -75,31 +86,34 @@ class SearchResult:
     """Everything a search found, frozen: the sample, the trace, the four models, R².
 
     ``null``, ``base``, ``preliminary`` and ``optimal`` are :class:`autoglmm.result.Fit`
-    objects (the last three are ``None`` when the ICC gate stopped the search). ``rule`` is
-    the stopping rule used (:class:`autoglmm.stopping.StoppingRule` as a dict) and
-    ``stages`` one summary per stage: candidates, tried, never tried, the per-candidate
-    test level and why the stage ended.
+    objects (the last three are ``None`` when the ICC gate stopped the search, and so is
+    ``ranking``). ``optimal_terms`` is ``{"fixed": [...], "interactions": ["a:b"],
+    "random_slopes": [...]}``; ``r2`` maps each model's name to its R² values by kind
+    (``level1``, ``level2``, ``marginal``, ``conditional``). ``rule`` is the
+    stopping rule used (:class:`autoglmm.stopping.StoppingRule` as a dict) and ``stages``
+    one summary per stage: candidates, tried, never tried, the per-candidate test level and
+    why the stage ended.
     """
 
-    sample: Any
+    sample: AnalysisSample
     family: str
     icc: float
     glmm_needed: bool
     stop_reason: str | None
-    ranking: Any
+    ranking: Ranking | None
     steps: tuple[Step, ...]
-    null: Any
-    base: Any
-    preliminary: Any
-    optimal: Any
-    optimal_terms: dict
-    r2: dict
-    params: dict
-    manifest: dict
+    null: Fit
+    base: Fit | None
+    preliminary: Fit | None
+    optimal: Fit | None
+    optimal_terms: dict[str, list[str]]
+    r2: dict[str, dict[str, float | None]]
+    params: dict[str, Any]
+    manifest: dict[str, Any]
     rule: dict = field(default_factory=dict)
     stages: tuple[dict, ...] = ()
-    pooled: Any = None  # autoglmm.analyses.Pooling when several analyses were pooled
-    weighted: dict | None = None  # name -> Fit refitted with sampling weights (pseudo-ML)
+    pooled: Pooling | None = None  # several analyses (plausible values, imputations) pooled
+    weighted: dict[str, Fit] | None = None  # name -> Fit refitted with sampling weights
 
     @property
     def warnings(self) -> list[str]:
@@ -114,22 +128,19 @@ class SearchResult:
         columns = [f.name for f in fields(Step)]
         return pd.DataFrame([asdict(s) for s in self.steps], columns=columns)
 
-    def comparison_table(self, stage: str) -> pd.DataFrame:
-        """The paper's Tables 2/3 for one stage (Model, df, AIC, logLik, Δχ², p)."""
-        from autoglmm.report.tables import comparison_table
+    def comparison_table(self, stage: str) -> tables.ComparisonFrame:
+        """The paper's Tables 2/3 for one stage (Model, df, AIC, logLik, Δχ², p).
 
-        return comparison_table(self, stage)
+        A DataFrame whose ``repr`` (and ``print``) is the formatted table of the report.
+        """
+        return tables.comparison_frame(self, stage)
 
     def variable_map(self) -> pd.DataFrame:
         """V1, V2, ... -> predictor, label, importance (the paper's Table 1)."""
-        from autoglmm.report.tables import variable_map
-
-        return variable_map(self)
+        return tables.variable_map(self)
 
     def equation(self, kind: str = "text") -> str:
         """The optimal model's equation, as ``"text"`` or ``"latex"``."""
-        from autoglmm.report.equation import model_equation
-
         return model_equation(self, kind)
 
     def to_dict(self) -> dict:
@@ -142,8 +153,6 @@ class SearchResult:
 
     def report(self, out_dir: str | os.PathLike) -> Path:
         """Write every output of SPEC section 3 into ``out_dir`` (atomically)."""
-        from autoglmm.report import write_report
-
         return write_report(self, out_dir)
 
     def __repr__(self) -> str:
@@ -152,7 +161,7 @@ class SearchResult:
         return f"SearchResult({self.optimal.formula!r}, {len(self.steps)} steps)"
 
 
-def cov_re_of(fit: Any, group: str) -> pd.DataFrame:
+def cov_re_of(fit: Fit, group: str) -> pd.DataFrame:
     """G of ``fit`` for ``group`` (a Fit's ``cov_re`` is a dict by grouping factor)."""
     cov = fit.cov_re
     if isinstance(cov, dict):
@@ -211,7 +220,7 @@ def _result_dict(result: SearchResult) -> dict:
     return out
 
 
-def _model_dict(fit: Any, r2: dict | None, group: str) -> dict | None:
+def _model_dict(fit: Fit | None, r2: dict | None, group: str) -> dict | None:
     """One model of result.json; fixef statistics are Wald z with a normal reference."""
     if fit is None:
         return None
@@ -239,18 +248,3 @@ def _model_dict(fit: Any, r2: dict | None, group: str) -> dict | None:
         "converged": bool(fit.converged),
         "singular": bool(fit.singular),
     }
-
-
-def json_value(value: Any) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, NaN/inf -> None, containers recursed."""
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_value(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value

@@ -25,14 +25,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from autoglmm.errors import DataError, UsageError
-from autoglmm.search_result import SearchResult, Step, Terms, cov_re_of, data_hash, json_value
+from autoglmm.json_values import json_value
+from autoglmm.search_result import SearchResult, Step, Terms, cov_re_of, data_hash
+from autoglmm.stage_events import notify
 from autoglmm.stopping import StoppingRule, resolve_rule
 
 __all__ = ["SearchResult", "Step", "search"]  # SearchResult and Step are re-exported here
@@ -154,7 +155,7 @@ def search(
         conventional=conventional,
         warnings=notes,
     )
-    clock.lap("sample")
+    clock.lap("sample", sample=sample)
     run_seed = _run_seed(seed)
     manifest = _manifest(params, run_seed, sample, clock)
     ctx = _Context(sample, family, _analysis_data(sample, standardize), progress)
@@ -162,7 +163,7 @@ def search(
     try:
         null = ctx.fit_terms(Terms())
         icc = icc_of(null, family, sample.group)
-        clock.lap("null_model")
+        clock.lap("null_model", icc=icc)
         glmm_needed = bool(icc >= icc_threshold)
         if not glmm_needed and not force:
             reason = (
@@ -180,7 +181,7 @@ def search(
             rank = _user_ranking_object(user_ranking or [], sample)
         else:
             rank = _forest_ranking(sample, ctx.data, params, run_seed)
-        clock.lap("ranking")
+        clock.lap("ranking", ranking=rank)
         order = _ranked_predictors(rank, sample)
         steps, models, stages = _select(ctx, null, order, params, clock)
         weighted = None
@@ -203,7 +204,7 @@ def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Cl
     models: dict[str, tuple[Terms, Any]] = {"base": (spec, fit)}
     steps += trace
     stages.append(info)
-    clock.lap("fixed")
+    clock.lap("fixed", steps=trace, start=null)
 
     essentials = [name for name in order if name in spec.fixed][: params["n_essential"]]
     pairs = list(combinations(essentials, 2))
@@ -212,7 +213,7 @@ def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Cl
     models["preliminary"] = (spec, fit)
     steps += trace
     stages.append(info)
-    clock.lap("interaction")
+    clock.lap("interaction", steps=trace, start=models["base"][1])
 
     candidates = [name for name in order if name in models["base"][0].fixed]
     alpha, most = params["alpha_slope"], params["max_slopes"]
@@ -220,7 +221,7 @@ def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Cl
     models["optimal"] = (spec, fit)
     steps += trace
     stages.append(info)
-    clock.lap("slope")
+    clock.lap("slope", steps=trace, start=models["preliminary"][1])
     return steps, models, stages
 
 
@@ -420,15 +421,16 @@ def _user_ranking(ranking: Any, frame: pd.DataFrame, outcome: str, group: str):
     """Names of a user-supplied ranking (list or file), checked against the data."""
     if ranking is None:
         return None
-    if isinstance(ranking, str | os.PathLike):
-        path = Path(ranking)
-        if not path.is_file():
-            raise DataError(f"ranking file '{path}' not found; give a file with one name per line")
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    from_file = isinstance(ranking, str | os.PathLike)
+    if from_file:
+        from autoglmm.text_files import read_name_list
+
+        names = read_name_list(ranking)
     else:
         names = [str(n) for n in ranking]
+    bad = DataError if from_file else UsageError  # a file's content is data, a list is a call
     if not names:
-        raise UsageError("the ranking is empty; give predictor names in rank order")
+        raise bad("the ranking is empty; give predictor names in rank order")
     unknown = [n for n in names if n not in frame.columns]
     if unknown:
         shown = ", ".join(f"'{n}'" for n in unknown[:5])
@@ -439,10 +441,10 @@ def _user_ranking(ranking: Any, frame: pd.DataFrame, outcome: str, group: str):
         )
     role = [n for n in names if n in (outcome, group)]
     if role:
-        raise UsageError(f"the ranking names the outcome or group ('{role[0]}'); remove it")
+        raise bad(f"the ranking names the outcome or group ('{role[0]}'); remove it")
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise UsageError(f"the ranking names '{dup}' twice; list each predictor once")
+        raise bad(f"the ranking names '{dup}' twice; list each predictor once")
     return names
 
 
@@ -535,6 +537,8 @@ def _check_params(params: dict) -> dict:
         value = params[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{key} must be a whole number or None, got {value!r}")
+    if params["n_jobs"] == 0:
+        raise UsageError("n_jobs must be a number of threads >= 1, or -1 for all cores; got 0")
     if params["max_slopes"] is not None and params["max_slopes"] < 0:
         raise UsageError(f"max_slopes must be >= 0, got {params['max_slopes']}")
     ranking = params["ranking"]
@@ -563,10 +567,12 @@ class _Clock:
         self.start = self.last = time.perf_counter()
         self.timings: dict[str, float] = {}
 
-    def lap(self, name: str) -> None:
+    def lap(self, name: str, **event: Any) -> None:
+        """Record the time of the stage that just ended and tell any stage listener."""
         now = time.perf_counter()
         self.timings[name] = round(now - self.last, 4)
         self.last = now
+        notify(name, self.timings[name], **event)
 
 
 def _manifest(params: dict, seed: int, sample: Any, clock: _Clock) -> dict:
@@ -658,7 +664,9 @@ def _quote(name: str) -> str:
 
 
 def _fmt_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.2g}"
+    from autoglmm.report.table_model import format_p  # the report's one p format
+
+    return format_p(p)
 
 
 # --- progress ------------------------------------------------------------------------------

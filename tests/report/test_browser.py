@@ -115,3 +115,85 @@ def test_screenshot_of_the_report_is_not_blank(hand_result, tmp_path):
     assert pixels.shape == (1600, 1200)
     dark = (pixels < 100).mean()  # text and rules
     assert 0.005 < dark < 0.3
+
+
+# --- print and PDF: chromium --print-to-pdf, then poppler's pdftotext and pdftoppm ---------------
+
+PDFTOTEXT, PDFTOPPM = shutil.which("pdftotext"), shutil.which("pdftoppm")
+needs_poppler = pytest.mark.skipif(
+    PDFTOTEXT is None or PDFTOPPM is None, reason="poppler-utils (pdftotext, pdftoppm) missing"
+)
+
+
+@pytest.fixture(scope="module")
+def printed(hand_result, tmp_path_factory):
+    """report.html printed to PDF by chromium: the PDF and the text of each page."""
+    tmp = tmp_path_factory.mktemp("print")
+    out = write_report(hand_result, tmp / "out")
+    pdf = tmp / "report.pdf"
+    run = run_chromium(
+        out / "report.html", tmp / "p", "--no-pdf-header-footer", f"--print-to-pdf={pdf}"
+    )
+    assert run.returncode == 0 and pdf.exists(), run.stderr[-2000:]
+    pages = []
+    while True:
+        n = len(pages) + 1
+        text = subprocess.run(
+            [PDFTOTEXT, "-layout", "-f", str(n), "-l", str(n), str(pdf), "-"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if text.returncode != 0:
+            break
+        pages.append(text.stdout)
+    return pdf, pages, out
+
+
+def _page_of(pages: list[str], needle: str) -> int:
+    hits = [i for i, page in enumerate(pages) if needle in " ".join(page.split())]
+    assert hits, f"{needle!r} is not in the PDF"
+    return hits[0]
+
+
+@needs_poppler
+def test_print_keeps_each_table_with_its_caption_and_shows_collapsed_sections(printed, hand_result):
+    from autoglmm.report import tables
+
+    pdf, pages, _ = printed
+    assert len(pages) >= 3
+    # every short table is on one page: its caption and its note (the last line) together
+    fit = hand_result.optimal
+    checks = {
+        "Table 1. Predictors in ranking order": "Importance: MERF out-of-bag",
+        "Table 2. Forward selection of fixed effects": "Each candidate adds one predictor",
+        "Table 4. Random slopes": "Each row adds a random slope",
+        "Table 5. Fixed effects": "z = Estimate / SE (Wald)",
+        "Table 7. Explained variance": "marginal and conditional: Nakagawa",
+    }
+    assert len(tables.variable_map(hand_result)) < 40 and len(fit.fixef) < 40
+    for caption, note in checks.items():
+        assert _page_of(pages, caption) == _page_of(pages, note), caption
+    # a caption never sits alone at the foot of a page
+    for page in pages:
+        lines = [ln.strip() for ln in page.splitlines() if ln.strip()]
+        assert lines and not lines[-1].startswith(("Table ", "Figure ")), lines[-1]
+    # collapsed <details> are open in print: the LaTeX source and the parameters show
+    text = " ".join(" ".join(pages).split())
+    assert r"\begin{align" in text and "Search parameters" in text and "icc_threshold" in text
+    # the formula is not justified: single spaces between its terms, as written
+    formula_line = next(ln for ln in " ".join(pages).splitlines() if "math ~ 1 +" in ln)
+    assert "  " not in formula_line.strip(), formula_line
+
+
+@needs_poppler
+def test_printed_pages_are_rendered_and_none_is_blank(printed, tmp_path):
+    from PIL import Image
+
+    pdf, pages, _ = printed
+    subprocess.run([PDFTOPPM, "-r", "40", "-png", str(pdf), str(tmp_path / "pg")], check=True)
+    images = sorted(tmp_path.glob("pg-*.png"))
+    assert len(images) == len(pages)
+    for path in images:
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
+        assert pixels.shape[0] > pixels.shape[1]  # portrait A4
+        ink = (pixels < 200).mean()  # a page may hold only the three-line footer
+        assert 0.0003 < ink < 0.3, (path.name, ink)  # ink, but not a black page

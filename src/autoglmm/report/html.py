@@ -57,8 +57,10 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "stopped": stopped,
         "stop_reason": getattr(result, "stop_reason", None) or "",
         "summary": _summary(result),
-        "sample_table": _html(tables.sample_table(result)),
-        "exclusions_table": _html(tables.exclusions_table(result), empty=""),
+        "sample_table": _html(tables.sample_table(result, "Table S1. Analysis sample")),
+        "exclusions_table": _html(
+            tables.exclusions_table(result, "Table S2. Excluded candidate predictors"), empty=""
+        ),
         "dropped_groups": _dropped_groups(result),
         "icc": _fmt(result.icc, 3),
         "icc_threshold": _fmt(params.get("icc_threshold"), 2),
@@ -68,6 +70,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "has_ranking": getattr(result, "ranking", None) is not None,
         "has_importance": bool(tables.variable_map(result)["importance"].notna().any()),
         "n_ranked": len(tables.variable_map(result)),
+        "has_nonpositive": bool((tables.variable_map(result)["importance"].head(TOP) <= 0).any()),
         "variable_table": numbered["variables"],
         "variable_table_all": numbered["variables_all"],
         "comparisons": numbered["comparisons"],
@@ -80,7 +83,9 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "random_table": _html(tables.random_effects_table(fit, result, numbered["random_title"])),
         "r2_table": _html(tables.r2_table(result, numbered["r2_title"]), empty=""),
         "weighted_table": _html(weighted_table(result, numbered["weighted_title"]), empty=""),
-        "trace_table": _html(tables.trace_table(result), empty=""),
+        "trace_table": _html(
+            tables.trace_table(result, "Table S4. Search trace"), empty="", breakable=True
+        ),
         "n_steps": len(result.steps),
         "status_counts": _status_counts(result),
         "params": _params(params),
@@ -98,8 +103,9 @@ def _numbered_tables(result: Any) -> dict[str, Any]:
     number = 1
     out: dict[str, Any] = {}
     out["variables"] = _html(tables.variable_table(result, keep, number=number), empty="")
-    full = tables.variable_table(result, None, number=number)
-    out["variables_all"] = _html(full) if len(frame) > len(set(keep)) else ""
+    title = f"Table S3. All {len(frame)} ranked predictors (Table 1 shows the top {TOP})"
+    full = tables.variable_table(result, None, title=title)
+    out["variables_all"] = _html(full, breakable=True) if len(frame) > len(set(keep)) else ""
     if len(frame):
         number += 1
     comparisons = []
@@ -124,10 +130,11 @@ def _numbered_tables(result: Any) -> dict[str, Any]:
     return out
 
 
-def _html(table: tables.Table, empty: str | None = None) -> Markup:
+def _html(table: tables.Table, empty: str | None = None, breakable: bool = False) -> Markup:
+    """The table's HTML; ``breakable``: print may break it between rows at any length."""
     if empty is not None and not table.rows:
         return Markup(empty)
-    return Markup(table.to_html())
+    return Markup(table.to_html("tbl long" if breakable else "tbl"))
 
 
 def _data_uri(data: bytes, mime: str) -> str:
@@ -144,9 +151,17 @@ def _fit_line(fit: Any) -> str:
     if fit is None:
         return ""
     return (
-        f"logLik {fit.loglik:.2f}, df {fit.df}, AIC {fit.aic:.2f}, BIC {fit.bic:.2f}; "
-        f"{fit.nobs} observations in {fit.ngroups} groups"
+        f"logLik {_num(fit.loglik)}, df {fit.df}, AIC {_num(fit.aic)}, BIC {_num(fit.bic)}; "
+        f"{fit.nobs:,} observations in {fit.ngroups:,} groups"
     )
+
+
+def _num(value: float, digits: int = 2) -> str:
+    """A number in running text: thousands separated, a real minus sign (−44,602.27)."""
+    return f"{value:,.{digits}f}".replace("-", MINUS)
+
+
+MINUS = "\u2212"
 
 
 def _dropped_groups(result: Any) -> str:
@@ -214,6 +229,8 @@ def _summary(result: Any) -> list[str]:
         )
     if parts:
         text.append("The optimal model " + "; it ".join(parts) + ".")
+    if rb and terms.get("random_slopes"):
+        text.append(tables.SLOPE_TAU_NOTE)
     return text
 
 
@@ -232,7 +249,7 @@ def _raudenbush_bryk_phrase(r2: dict) -> str:
         if value >= 0:
             explained.append(f"{100 * value:.1f}% of the {level} variance")
         else:
-            increased.append(f"the {level} variance by {-100 * value:.1f}% (R² = {value:.3f})")
+            increased.append(f"the {level} variance by {-100 * value:.1f}% (R² = {_num(value, 3)})")
     words = []
     if explained:
         words.append("explains " + " and ".join(explained))
@@ -256,13 +273,30 @@ def _params(params: dict) -> list[tuple[str, str]]:
     return out
 
 
+#: What each timing of the manifest measures, in words (the keys are result.json's).
+TIMING_LABELS = {
+    "sample": "Analysis sample (reading the columns, screening, filtering)",
+    "null_model": "Null model and ICC (the first fit: includes the one-time numba compilation)",
+    "ranking": "MERF ranking (forest fit and permutation importance)",
+    "fixed": "Fixed-effects stage (fit time of its candidates)",
+    "interaction": "Interaction stage (fit time of its candidates)",
+    "slope": "Random-slope stage (fit time of its candidates)",
+    "r2": "R² of the four models",
+    "total": "Total wall-clock time of the search",
+}
+
+
 def _manifest(manifest: dict) -> dict[str, Any]:
     timings = manifest.get("timings") or {}
     return {
         "version": manifest.get("version", ""),
         "seed": manifest.get("seed", ""),
         "data_hash": manifest.get("data_hash", ""),
-        "timings": [(k, f"{v:.2f} s") for k, v in timings.items() if _finite(v)],
+        "timings": [
+            (TIMING_LABELS.get(k, k.replace("_", " ")), f"{v:,.2f} s")
+            for k, v in timings.items()
+            if _finite(v)
+        ],
         "other": [
             (k, str(v))
             for k, v in manifest.items()

@@ -8,6 +8,7 @@ nothing touches pyplot's global state or needs a display, and SVG output is made
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,25 @@ from matplotlib.patches import Patch
 
 from autoglmm.report.tables import optimal_predictors, variable_map
 
-__all__ = ["importance_figure", "write_importance", "figure_bytes"]
+__all__ = ["FORMATS", "PNG_DPI", "figure_bytes", "format_sig", "importance_figure",
+           "write_importance"]  # fmt: skip
 
 SELECTED = "#1f5f8b"
-OTHER = "#b8c4ce"
+OTHER = "#9fb0bf"
+PNG_DPI = 300
+FORMATS = ("png", "svg", "pdf")
 
 
 def importance_figure(result: Any, top: int = 30) -> Figure:
-    """Horizontal bars of the ``top`` most important predictors, V1 at the top.
+    """Horizontal bars of the ``top`` most important predictors, V1 at the top (Figure 1).
 
-    Bars of predictors in the optimal model are dark, the others light; level-2 (group-level,
-    e.g. school) predictors are hatched and their labels end in "(L2)". Without importances
-    (a user-supplied ranking, or no ranking because the ICC gate stopped the search) the
-    figure says so instead of drawing empty bars.
+    Importances of a ranking span orders of magnitude (V1 often 100 times V20), so the x-axis
+    is logarithmic and every bar carries its value: all ``top`` bars stay visible and readable.
+    A non-positive importance (the permutation did not hurt) cannot sit on a log axis; it gets
+    a short hatched stub at the axis floor, labelled with its value. Bars of predictors in the
+    optimal model are dark, the others light. Without importances (a user-supplied ranking, or
+    no ranking because the ICC gate stopped the search) the figure says so instead.
+    Level-2 (group-level, e.g. school) predictors have labels ending in "(L2)".
     """
     frame = variable_map(result).head(top)
     chosen = set(optimal_predictors(result))
@@ -57,31 +64,57 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
         for v, p in zip(frame["V"], frame["predictor"], strict=True)
     ]
     colors = [SELECTED if p in chosen else OTHER for p in frame["predictor"]]
+    _log_bars(ax, values, colors)
     y = np.arange(n)
-    bars = ax.barh(y, np.nan_to_num(values), color=colors, height=0.72)
-    for bar, name in zip(bars, frame["predictor"], strict=True):
-        if name in level2:
-            bar.set_hatch("///")
-            bar.set_edgecolor("#333333")
     ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("Permutation importance (increase in OOB MSE)", fontsize=9)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel("Permutation importance (increase in OOB MSE, log scale)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(axis="x", color="#e3e3e3", linewidth=0.6)
+    ax.grid(axis="x", which="major", color="#e3e3e3", linewidth=0.6)
     ax.set_axisbelow(True)
     ax.set_title(f"Top {n} predictors by MERF importance", fontsize=10, loc="left")
-    shown_l2 = any(p in level2 for p in frame["predictor"])
-    if chosen or shown_l2:
-        handles = [
-            Patch(color=SELECTED, label="in the optimal model"),
-            Patch(color=OTHER, label="not in the model"),
-        ][: 2 if chosen else 0]
-        if shown_l2:
-            handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///",
-                                 label="level 2 (L2)"))  # fmt: skip
-        ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
+    handles = [Patch(color=SELECTED, label="in the optimal model")] if chosen else []
+    handles.append(Patch(color=OTHER, label="not in the model"))
+    if (values <= 0).any():
+        handles.append(Patch(facecolor="white", edgecolor=OTHER, hatch="////", label="≤ 0"))
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
     return fig
+
+
+def _log_bars(ax: Any, values: np.ndarray, colors: list[str]) -> None:
+    """Bars from a common floor on a log axis, each labelled with its value."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    high = float(positive.max()) if len(positive) else 1.0
+    low = float(positive.min()) if len(positive) else high
+    floor = 10 ** math.floor(math.log10(low) - 0.3)
+    ax.set_xscale("log")
+    ax.set_xlim(floor, high * 12)  # room on the right for the value labels
+    for i, (value, color) in enumerate(zip(values, colors, strict=True)):
+        text = format_sig(value)
+        if np.isfinite(value) and value > 0:
+            ax.barh(i, value - floor, left=floor, color=color, height=0.72)
+            end = value
+        else:  # not on a log axis: a hatched stub at the floor, with its value
+            stub = floor * 1.8
+            ax.barh(i, stub - floor, left=floor, color="white", edgecolor=color, hatch="////",
+                    height=0.72, linewidth=0.8)  # fmt: skip
+            end = stub
+        ax.text(end * 1.08, i, text, va="center", ha="left", fontsize=7, color="#333")
+
+
+def format_sig(value: float, digits: int = 3) -> str:
+    """``digits`` significant figures, plain for ordinary sizes, with a real minus sign."""
+    if not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if -4 <= magnitude < 6:
+        text = f"{value:,.{max(0, digits - 1 - magnitude)}f}"
+    else:
+        text = f"{value:.{digits - 1}e}"
+    return text.replace("-", "\u2212")
 
 
 def _label(v: str, name: str, width: int = 22) -> str:
@@ -92,18 +125,18 @@ def _label(v: str, name: str, width: int = 22) -> str:
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
-    """The figure as PNG or SVG bytes, reproducibly (no timestamps, fixed SVG ids)."""
+    """The figure as PNG (300 dpi), SVG or PDF bytes, reproducibly (no dates, fixed ids)."""
     buf = io.BytesIO()
-    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
     with matplotlib.rc_context({"svg.hashsalt": "autoglmm", "svg.fonttype": "none"}):
-        fig.savefig(buf, format=fmt, metadata=metadata, dpi=fig.dpi if fmt == "png" else "figure")
+        fig.savefig(buf, format=fmt, metadata=metadata[fmt], dpi=PNG_DPI if fmt == "png" else 72)
     return buf.getvalue()
 
 
 def write_importance(result: Any, out_dir: str | Path, top: int = 30) -> dict[str, bytes]:
-    """Write importance.png and importance.svg into ``out_dir``; return their bytes by format."""
+    """Write importance.png (300 dpi), .svg and .pdf into ``out_dir``; return their bytes."""
     fig = importance_figure(result, top=top)
-    out = {fmt: figure_bytes(fig, fmt) for fmt in ("png", "svg")}
+    out = {fmt: figure_bytes(fig, fmt) for fmt in FORMATS}
     for fmt, data in out.items():
         (Path(out_dir) / f"importance.{fmt}").write_bytes(data)
     return out

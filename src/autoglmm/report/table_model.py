@@ -3,6 +3,13 @@
 As in MixedModels.jl's mimeshow.jl, the cells are formatted once (:meth:`Table.cells`) and every
 rendering uses them, so report.html, comparison.md, the console and LaTeX cannot disagree.
 
+Numbers follow one rule per column, so decimals line up: ``float`` columns have fixed
+decimals; ``auto`` columns (estimates, variances) at least 2, more when the smallest non-zero
+value (above 1/1000 of the largest) needs them for two significant digits; ``importance``
+columns as many as keep distinct values distinct and non-zero values non-zero (never a tie
+made by rounding, never "−0"). Thousands are separated (8,705), HTML gets a real minus sign
+(−44,602.27), and p-values have one format everywhere (:func:`format_p`).
+
 Example
 -------
 >>> t = Table((Column("Model"), Column("logLik", "float", 2)), (("null", -12.345),))
@@ -23,9 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MISSING", "Column", "Table", "format_number", "format_value", "latex_escape"]
+__all__ = [
+    "MISSING", "Column", "Table", "column_decimals", "format_number", "format_p", "format_value",
+    "latex_escape",
+]  # fmt: skip
 
 MISSING = "–"
+#: Rows above which a table may break across printed pages (shorter ones are kept whole).
+LONG_TABLE = 40
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,7 @@ class Column:
     """A column: its header, how its values are formatted, and its LaTeX header."""
 
     name: str
-    kind: str = "text"  # text | int | float | p | sci
+    kind: str = "text"  # text | int | float | auto | importance | p ("sci" = "auto")
     digits: int = 2
     latex: str | None = None
     css: str = ""  # extra HTML class of the column's cells, e.g. "nowrap"
@@ -59,9 +71,15 @@ class Table:
     row_classes: tuple[str, ...] = field(default=())
 
     def cells(self, minus: str = "-") -> list[list[str]]:
-        """Formatted cell strings, row by row."""
+        """Formatted cell strings, row by row (``minus="\u2212"``: typographic minus signs)."""
+        decimals = [
+            column_decimals([r[i] for r in self.rows], c) for i, c in enumerate(self.columns)
+        ]
         return [
-            [format_value(v, c, minus) for v, c in zip(row, self.columns, strict=True)]
+            [
+                format_value(v, c, minus, d)
+                for v, c, d in zip(row, self.columns, decimals, strict=True)
+            ]
             for row in self.rows
         ]
 
@@ -105,7 +123,8 @@ class Table:
 
     def to_html(self, table_class: str = "tbl") -> str:
         """An HTML table with caption and note; numeric cells are right-aligned."""
-        out = [f'<table class="{table_class}">']
+        long = " long" if len(self.rows) > LONG_TABLE and "long" not in table_class else ""
+        out = [f'<table class="{table_class}{long}">']
         if self.title:
             out.append(f"<caption>{html.escape(self.title)}</caption>")
         out.append("<thead><tr>")
@@ -143,23 +162,86 @@ class Table:
         return "\n".join(lines)
 
 
-def format_value(value: Any, column: Column, minus: str = "-") -> str:
-    """Format one cell; missing and non-finite numbers show as an en dash."""
-    if value is None or (isinstance(value, float | np.floating) and not math.isfinite(value)):
+def format_value(value: Any, column: Column, minus: str = "-", decimals: int | None = None) -> str:
+    """Format one cell; missing and non-finite numbers show as an en dash.
+
+    ``decimals`` is the column's decimals (:func:`column_decimals`); without it a ``float``
+    column uses its ``digits`` and an ``auto`` column the value's own rule.
+    """
+    if value is None or value is pd.NA:
         return MISSING
-    if column.kind == "text":
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return MISSING
+    if column.kind == "text" or isinstance(value, str):
         return str(value)
-    if isinstance(value, str):
-        return value
     if column.kind == "int":
-        text = f"{int(value)}"
+        text = f"{int(value):,}"
     elif column.kind == "p":
-        text = "<0.001" if value < 0.001 else f"{value:.3f}"
-    elif column.kind == "sci":
-        text = format_number(float(value))
+        text = format_p(float(value))
     else:
-        text = f"{float(value):.{column.digits}f}"
+        if decimals is None:
+            decimals = column_decimals([value], column)
+        text = _fixed(float(value), decimals)
     return text.replace("-", minus) if minus != "-" else text
+
+
+def column_decimals(values: Sequence[Any], column: Column) -> int | None:
+    """The decimals of every number of a ``float``, ``auto`` or ``importance`` column."""
+    if column.kind == "float":
+        return column.digits
+    if column.kind not in ("auto", "sci", "importance"):
+        return None
+    x = np.array([float(v) for v in values if _is_number(v)], dtype=float)
+    x = np.abs(x[np.isfinite(x)])
+    nonzero = x[x > 0]
+    if not len(nonzero):
+        return 2
+    if column.kind == "importance":
+        return _distinct_decimals(x)
+    smallest = max(float(nonzero.min()), float(nonzero.max()) / 1000)  # ignore near-zeros
+    return int(min(6, max(2, 1 - math.floor(math.log10(smallest)))))
+
+
+def _distinct_decimals(x: np.ndarray) -> int:
+    """Fewest decimals (3 significant digits for the largest value at least) with no ties."""
+    top = float(x.max())
+    start = max(0, 2 - math.floor(math.log10(top)))
+    distinct = len(np.unique(x))
+    for decimals in range(start, 7):
+        shown = [_fixed(v, decimals) for v in x]
+        zero = _fixed(0.0, decimals)
+        vanished = any(s == zero for s, v in zip(shown, x, strict=True) if v > 0)
+        if len(set(shown)) == distinct and not vanished:
+            return decimals
+    return 6
+
+
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals and thousands separators; never "-0"."""
+    text = f"{value:,.{decimals}f}"
+    if text.startswith("-") and not any(ch in "123456789" for ch in text):
+        text = text[1:]  # a negative number that rounds to zero is shown as zero
+    return text
+
+
+def _is_number(value: Any) -> bool:
+    if value is None or value is pd.NA or isinstance(value, str | bool):
+        return False
+    return isinstance(value, int | float | np.integer | np.floating)
+
+
+def format_p(p: float) -> str:
+    """A p-value, one format everywhere: 0.023 down to 0.001, then 3.6e-154 (two digits).
+
+    A p-value that underflows to 0 is shown as "<1e-300".
+    """
+    if not math.isfinite(p):
+        return MISSING
+    if p >= 0.001:
+        return f"{p:.3f}"
+    if p <= 0:
+        return "<1e-300"
+    return f"{p:.1e}".replace("e-0", "e-")
 
 
 def format_number(x: float, sig: int = 4) -> str:

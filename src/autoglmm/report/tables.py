@@ -25,6 +25,7 @@ from autoglmm.report.table_model import (
     Column,
     Table,
     format_number,
+    format_p,
     format_value,
     latex_escape,
 )
@@ -42,9 +43,12 @@ __all__ = [
     "Table",
     "format_number",
     "format_value",
+    "format_p",
     "latex_escape",
     "STAGES",
     "comparison_table",
+    "comparison_frame",
+    "ComparisonFrame",
     "comparison",
     "variable_map",
     "variable_table",
@@ -139,6 +143,39 @@ def comparison_table(result: Any, stage: str) -> pd.DataFrame:
     return frame
 
 
+class ComparisonFrame(pd.DataFrame):
+    """:func:`comparison_table`'s frame whose ``repr`` is the formatted table of the report.
+
+    ``print(result.comparison_table("fixed"))`` in a script shows the same table as the
+    console and the report; the columns and values are those of :func:`comparison_table`.
+    Anything derived from it (a slice, a copy) is a plain DataFrame again.
+    """
+
+    _metadata = ["table"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def __repr__(self) -> str:
+        table = getattr(self, "table", None)
+        return table.to_text() if table is not None else super().__repr__()
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def _repr_html_(self) -> str:
+        table = getattr(self, "table", None)
+        return table.to_html() if table is not None else super()._repr_html_()
+
+
+def comparison_frame(result: Any, stage: str) -> ComparisonFrame:
+    """:func:`comparison_table` that prints as :func:`comparison` (what users see)."""
+    frame = ComparisonFrame(comparison_table(result, stage))
+    frame.table = comparison(result, stage)
+    return frame
+
+
 def comparison(result: Any, stage: str, number: int | None = None) -> Table:
     """:func:`comparison_table` as a renderable :class:`Table` (the report's Tables 2-4)."""
     frame = comparison_table(result, stage)
@@ -175,7 +212,9 @@ def comparison(result: Any, stage: str, number: int | None = None) -> Table:
     note = {
         "fixed": "Each candidate adds one predictor to the current model; Δχ² = 2·ΔlogLik.",
         "interaction": "Pairwise products of the essential predictors of the base model.",
-        "slope": "p from the 50:50 mixture of χ²(q) and χ²(q+1) (q random effects before).",
+        "slope": "Each row adds a random slope: the test compares variances, i.e. whether the "
+        "slope's variance (and its covariances with the q random effects already in the "
+        "model) is zero; p from the 50:50 mixture of χ²(q) and χ²(q+1).",
     }[stage]
     return Table(
         columns,
@@ -191,12 +230,8 @@ def _na(value: Any) -> Any:
 
 
 def _status_text(status: str) -> str:
-    return {
-        "accepted": "added",
-        "rejected": "not added",
-        "not_converged": "not converged",
-        "skipped": "skipped",
-    }.get(status, status)
+    """The decision in the words of result.json and steps.csv (one vocabulary everywhere)."""
+    return {"not_converged": "not converged"}.get(status, status)
 
 
 # --- variable map (the paper's Table 1) ----------------------------------------------------
@@ -245,8 +280,6 @@ def variable_table(
         for r in frame.itertuples(index=False)
     )
     values = np.abs(frame["importance"].to_numpy(dtype=float))
-    top = float(values[np.isfinite(values)].max(initial=0.0))
-    digits = max(0, 2 - math.floor(math.log10(top))) if top > 0 else 2
     note = "Importance: MERF out-of-bag permutation importance (increase in MSE)."
     if len(values) and not np.isfinite(values).any():
         note = "The ranking was supplied by the user, so there are no importances."
@@ -255,7 +288,7 @@ def variable_table(
         Column("Variable"),
         Column("Label"),
         Column("Level", "text"),
-        Column("Importance", "float", min(digits, 6)),
+        Column("Importance", "importance"),
         Column("In model"),
     )
     classes = tuple("in-model" if r[5] else "" for r in rows)
@@ -287,7 +320,6 @@ def fixed_effects_table(fit: Any, result: Any, title: str = "Fixed effects") -> 
     se = pd.Series(fit.se, dtype=float).reindex(fixef.index)
     stat = fixef / se
     p = pd.Series(2.0 * stats.norm.sf(np.abs(stat.to_numpy())), index=fixef.index)
-    gaussian = getattr(result, "family", "gaussian") == "gaussian"
     rows = tuple(
         (term_label(name, result), _term_names(name, result), fixef[name], se[name], stat[name])
         + (p[name],)
@@ -296,12 +328,12 @@ def fixed_effects_table(fit: Any, result: Any, title: str = "Fixed effects") -> 
     columns = (
         Column("Term"),
         Column("Variable"),
-        Column("Estimate", "sci"),
-        Column("SE", "sci"),
-        Column("t" if gaussian else "z", "float", 2, r"$t$" if gaussian else r"$z$"),
+        Column("Estimate", "auto"),
+        Column("SE", "auto"),
+        Column("z", "float", 2, r"$z$"),
         Column("p", "p", latex=r"$p$"),
     )
-    note = "p from the Wald statistic against the standard normal distribution."
+    note = "z = Estimate / SE (Wald); two-sided p from the standard normal distribution."
     return Table(columns, rows, title=title, note=note)
 
 
@@ -326,8 +358,8 @@ def random_effects_table(fit: Any, result: Any, title: str = "Random effects") -
     columns = (
         Column("Group"),
         Column("Term"),
-        Column("Variance", "sci"),
-        Column("SD", "sci"),
+        Column("Variance", "auto"),
+        Column("SD", "auto"),
         *(Column(f"Corr {k + 1}", "float", 2) for k in range(width - 1)),
     )
     note = "Corr k: correlation with the k-th random effect of the same group."
@@ -360,13 +392,31 @@ def r2_table(result: Any, title: str = "Explained variance") -> Table:
         "Level 1 and 2: proportional reduction of σ² and τ₀₀ against the null model "
         "(Raudenbush & Bryk); marginal and conditional: Nakagawa & Schielzeth."
     )
+    if _has_slopes(result):
+        note += " " + SLOPE_TAU_NOTE
     return Table(columns, rows, title=title, note=note)
+
+
+#: Why level-2 R² jumps when random slopes enter (Raudenbush & Bryk 2002, section 4.5).
+SLOPE_TAU_NOTE = (
+    "With random slopes, τ₀₀ is the intercept variance at predictor value 0, so it is "
+    "redefined: the level-2 R² of a model with slopes is not comparable with that of models "
+    "without them, and its change is not variance explained (Raudenbush & Bryk)."
+)
+
+
+def _has_slopes(result: Any) -> bool:
+    for fit in model_fits(result).values():
+        cov = fit.cov_re if isinstance(fit.cov_re, dict) else {"g": fit.cov_re}
+        if any(len(pd.DataFrame(g)) > 1 for g in cov.values()):
+            return True
+    return False
 
 
 # --- the trace and the sample --------------------------------------------------------------
 
 
-def trace_table(result: Any) -> Table:
+def trace_table(result: Any, title: str = "Search trace") -> Table:
     """Every step of the search, including rejected and skipped candidates, with its reason."""
     rows = tuple(
         (
@@ -398,10 +448,10 @@ def trace_table(result: Any) -> Table:
         Column("Reason"),
     )
     classes = tuple(s.status for s in result.steps)
-    return Table(columns, rows, title="Search trace", row_classes=classes)
+    return Table(columns, rows, title=title, row_classes=classes)
 
 
-def sample_table(result: Any) -> Table:
+def sample_table(result: Any, title: str = "Analysis sample") -> Table:
     """Rows and groups before and after each step of the sample (SPEC section 2, step 1)."""
     report = result.sample.report.to_dict()
     rows = tuple(
@@ -423,10 +473,10 @@ def sample_table(result: Any) -> Table:
         Column("Groups after", "int"),
         Column("Detail"),
     )
-    return Table(columns, rows, title="Analysis sample")
+    return Table(columns, rows, title=title)
 
 
-def exclusions_table(result: Any) -> Table:
+def exclusions_table(result: Any, title: str = "Excluded predictors") -> Table:
     """Each excluded candidate predictor with the reason."""
     report = result.sample.report.to_dict()
     rows = tuple(
@@ -434,4 +484,4 @@ def exclusions_table(result: Any) -> Table:
         for e in report.get("excluded_predictors", [])
     )
     columns = (Column("Variable"), Column("Reason"), Column("Detail"))
-    return Table(columns, rows, title="Excluded predictors")
+    return Table(columns, rows, title=title)
