@@ -252,14 +252,15 @@ class _Whitened:
         return T
 
 
-def _theta_scale(ws: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """sqrt of half the curvature of the deviance in each theta (forward differences)."""
-    g0 = ws.laplace_and_gradient(theta, beta)[1]
+def _theta_scale(ws: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> np.ndarray:
+    """sqrt of half the curvature of the deviance in each theta (forward differences),
+    every PIRLS warm-started from the modes ``u0`` at (theta, beta)."""
+    g0 = ws.laplace_and_gradient(theta, beta, u0)[1]
     c = np.ones(len(theta))
     for k in range(len(theta)):
         t = theta.copy()
         t[k] += 1e-3
-        curv = (ws.laplace_and_gradient(t, beta)[1][k] - g0[k]) / 1e-3
+        curv = (ws.laplace_and_gradient(t, beta, u0)[1][k] - g0[k]) / 1e-3
         if np.isfinite(curv) and curv > 0:
             c[k] = np.sqrt(curv / 2)
     return np.clip(c, 1e-2, 1e3)
@@ -398,8 +399,10 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     b0, _ = glm_start(code, design.X, design.y, design.weights, design.offset)
     theta0 = np.asarray(start.get("theta", theta_start(design.re_blocks)), dtype=float)
     beta0 = np.asarray(start.get("beta", b0), dtype=float)
-    R0, c0 = _start_information(lap, theta0, beta0), _theta_scale(lap, theta0, beta0)
-    wh = _Whitened(nt, beta0, R0, c0)
+    md0 = lap.modes(theta0, beta0)  # one cold PIRLS: every later one is warm-started
+    warm.keep(lap.deviance_at(md0), md0)
+    R0 = _start_information(lap, theta0, beta0, warm.u)
+    wh = _Whitened(nt, beta0, R0, _theta_scale(lap, theta0, beta0, warm.u))
     T = wh.jacobian()
     lower = np.concatenate([theta_lower(design.re_blocks), np.full(p, -np.inf)])
     cov_mask = np.arange(nt + p) < nt
@@ -446,10 +449,10 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     return _finish(design, work, warm, x, g, H, wh, lower, run, family, link, nagq)
 
 
-def _start_information(lap: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+def _start_information(lap: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> np.ndarray:
     """lme4's ``RX`` at the start, for the optimizer's coordinates only (no reported number
     depends on it); X'WX with unit weights' scale when RX'RX is not positive definite."""
-    R = lap.beta_information(theta, beta)
+    R = lap.beta_information(theta, beta, u0)
     if R is not None:
         return R
     X = lap.design.X
