@@ -162,6 +162,7 @@ def _autoglmm_steps(data: BenchData, ranking: list[str], case: str, repeats: int
         return autoglmm.search(
             data.frame, data.outcome, data.group, family=data.family,
             predictors=list(data.predictors), ranking=ranking, progress=False, seed=0,
+            patience=1,  # the paper's rule, as search_lme4.R implements it
         )  # fmt: skip
 
     try:

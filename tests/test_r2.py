@@ -65,7 +65,7 @@ def test_search_r2_matches_lme4_estimates(reference_data, lme4_reference):
     res = search(
         data, "normexam", "school", predictors=["standLRT", "sex", "schgend"],
         ranking=["standLRT", "sex", "schgend"], n_essential=0, min_group_size=1,
-        alpha_fixed=0.2, max_slopes=1, progress=False,
+        alpha_fixed=0.2, max_slopes=1, patience=1, progress=False,
     )  # fmt: skip
     assert res.optimal.formula.endswith("(1 + standLRT | school)")
     ref, null = lme4_reference["exam_slope_ml"], lme4_reference["exam_null_ml"]

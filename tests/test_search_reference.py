@@ -1,7 +1,8 @@
 """A search with a given ranking, cross-checked against lme4 and against direct fits.
 
 On the exam and hsb82 data (tests/reference, values from make_reference.R), the search
-with a fixed ranking passes through lme4's reference models: their log-likelihoods must
+with a fixed ranking and the paper's rule (``patience=1``: each candidate at alpha, stop at
+the first non-significant one) passes through lme4's reference models: their log-likelihoods must
 agree with lme4's to 1e-5, and every model of the trace must equal a cold fit of its
 formula. schgend (p = 0.10) and meanses:cses (p = 0.17) are not significant at 0.05, so
 the per-stage levels alpha_fixed / alpha_interaction = 0.2 let the search reach lme4's
@@ -24,7 +25,7 @@ def exam_search(reference_data):
     return search(
         data, "normexam", "school", predictors=["standLRT", "sex", "schgend"],
         ranking=["standLRT", "sex", "schgend"], n_essential=0, min_group_size=1,
-        alpha_fixed=0.2, progress=False,
+        alpha_fixed=0.2, patience=1, progress=False,
     )  # fmt: skip
 
 
@@ -33,7 +34,7 @@ def hsb_search(reference_data):
     data = reference_data("hsb82.csv")
     ranking = ["meanses", "cses", "sector", "minrty", "sx"]
     return search(data, "mAch", "school", predictors=ranking, ranking=ranking, n_essential=2,
-                  alpha_interaction=0.2, min_group_size=1, progress=False)  # fmt: skip
+                  alpha_interaction=0.2, min_group_size=1, patience=1, progress=False)  # fmt: skip
 
 
 def _step(result, stage, term):
@@ -96,7 +97,7 @@ def test_binomial_search_passes_through_lme4_models(reference_data, lme4_referen
     data["age2"] = data["age"] ** 2
     ranking = ["urban", "livch", "age2", "age"]
     kwargs = dict(family="binomial", predictors=ranking, ranking=ranking, n_essential=0,
-                  min_group_size=1, progress=False)  # fmt: skip
+                  min_group_size=1, patience=1, progress=False)  # fmt: skip
     stopped = search(data, "use", "district", **kwargs)
     assert stopped.stop_reason is not None and stopped.icc < 0.1 and stopped.steps == ()
     res = search(data, "use", "district", force=True, alpha_fixed=0.8, **kwargs)
@@ -113,7 +114,7 @@ def test_poisson_search_matches_lme4(reference_data, lme4_reference):
     data["YEAR"] = data["YEAR"].astype(str)
     res = search(data, "TICKS", "BROOD", family="poisson", predictors=["YEAR", "HEIGHT"],
                  ranking=["YEAR", "HEIGHT"], n_essential=0, min_group_size=1,
-                 progress=False)  # fmt: skip
+                 patience=1, progress=False)  # fmt: skip
     ref = lme4_reference["grouseticks_poisson"]["logLik"]
     assert ref - 1e-6 <= res.base.loglik < ref + 1e-3
     # ICC with the lognormal level-1 variance ln(1 + 1/lambda), lambda = exp(b0 + tau2/2)

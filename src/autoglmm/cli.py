@@ -204,7 +204,12 @@ def search_command(
     alpha_interaction: float = typer.Option(None, "--alpha-interaction", help="Interactions."),
     alpha_slope: float = typer.Option(None, "--alpha-slope", help="Level for random slopes."),
     n_essential: int = typer.Option(3, "--n-essential", help="Top base predictors to cross."),
-    patience: int = typer.Option(1, "--patience", help="Consecutive misses ending a stage."),
+    patience: str = typer.Option(
+        "all", "--patience", help="Consecutive misses ending a stage, or 'all' (1 = paper)."
+    ),
+    threshold: str = typer.Option(
+        "auto", "--threshold", help="Test level: auto, alpha or bonferroni (alpha / m)."
+    ),
     max_slopes: int = typer.Option(None, "--max-slopes", help="Most random slopes to add."),
     ntree: int = typer.Option(2000, "--ntree", help="Trees of the MERF ranking."),
     mtry: int = typer.Option(None, "--mtry", help="Predictors per split (default p/3)."),
@@ -260,6 +265,7 @@ def _search_options(v: dict) -> dict:
         icc_threshold=v["icc_threshold"], force=v["force"], alpha=v["alpha"],
         alpha_fixed=v["alpha_fixed"], alpha_interaction=v["alpha_interaction"],
         alpha_slope=v["alpha_slope"], n_essential=v["n_essential"], patience=v["patience"],
+        threshold=v["threshold"],
         max_slopes=v["max_slopes"], ntree=v["ntree"], mtry=v["mtry"],
         max_missing=v["max_missing"], standardize=v["standardize"], seed=v["seed"],
         progress=v["progress"], n_jobs=v["n_jobs"], merge=v["merge"] or (), lsa=v["lsa"],
@@ -457,6 +463,7 @@ def _print_result(result, written, tables_shown: bool = False) -> None:
     else:
         for stage in () if tables_shown else ("fixed", "interaction", "slope"):
             typer.echo("\n" + tables.comparison(result, stage).to_text())
+        _print_selection(result)
         used = tables.optimal_predictors(result)
         typer.echo("\n" + tables.variable_table(result, used).to_text())
         typer.secho("\nOptimal model", bold=True)
@@ -465,6 +472,16 @@ def _print_result(result, written, tables_shown: bool = False) -> None:
         _print_pooled(result.pooled)
     if written is not None:
         typer.echo(f"\nOutputs written to {written}")
+
+
+def _print_selection(result) -> None:
+    """The stopping rule, what each stage tested and never tried, the p-value caveat."""
+    from autoglmm.report.selection_notes import PVALUE_CAVEAT, rule_sentence, stage_sentences
+
+    typer.echo("\n" + rule_sentence(result))
+    for line in stage_sentences(result):
+        typer.echo("  " + line)
+    typer.echo(PVALUE_CAVEAT)
 
 
 def _print_pooled(pooled) -> None:
@@ -488,11 +505,18 @@ def _print_truth(table, result) -> None:
     typer.echo(
         f"true predictors found {n.get(('fixed', 'found'), 0)} of "
         f"{n.get(('fixed', 'found'), 0) + n.get(('fixed', 'missed'), 0)}, "
-        f"false additions {n.get(('fixed', 'false addition'), 0)}; true interaction "
+        f"false additions {n.get(('fixed', 'false addition'), 0)}"
+        f"{_decoys(n.get(('fixed', 'decoy added'), 0))}; true interaction "
         f"{'found' if n.get(('interaction', 'found'), 0) else 'missed'}; true slopes found "
         f"{n.get(('slope', 'found'), 0)} of 2; search took "
         f"{result.manifest['timings'].get('total', 0.0):.0f} s"
     )
+
+
+def _decoys(n: int) -> str:
+    if not n:
+        return ""
+    return f" (and {n} decoy school items that track the school effect, so predict school means)"
 
 
 def main() -> None:

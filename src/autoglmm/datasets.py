@@ -143,6 +143,9 @@ def simulate_lsa(
     small_school_share: float = 0.1,
     n_true_items: int | None = None,
     n_missing_items: int = 3,
+    loading: tuple[float, float] = (0.5, 0.7),
+    school_effects: tuple[float, float] = (15.0, 12.0),
+    decoy_corr: float = 0.6,
 ) -> SimulatedLSA:
     """Draw TIMSS-like student data from a known two-level model.
 
@@ -158,6 +161,11 @@ def simulate_lsa(
     n_true_items : Likert items with a true effect besides the confidence item, one per
         block; default 12, or one per block when there are fewer than 13 blocks.
     n_missing_items : null items with 30% missing values (excluded by ``max_missing``).
+    loading : range of the items' loadings on their block factor (uniform draws); higher
+        loadings make the items of a block closer proxies of each other.
+    school_effects : true effects (points per SD) of the two true school-level items.
+    decoy_corr : correlation of the three decoy school items with the school effect; 0
+        makes them pure school-level noise (they can still identify schools).
 
     Returns
     -------
@@ -178,8 +186,10 @@ def simulate_lsa(
     G = np.outer(_RE_SD, _RE_SD) * _RE_CORR
     u = rng.standard_normal((n_schools, 3)) @ np.linalg.cholesky(G).T
     cont = _continuous(rng, school, n_schools)
-    items, item_names, item_labels = _likert_items(rng, school, n_schools, n_items, n_blocks)
-    sch, sch_names, sch_labels = _school_items(rng, u[:, 0] / _RE_SD[0], n_school_items)
+    items, item_names, item_labels = _likert_items(
+        rng, school, n_schools, n_items, n_blocks, loading
+    )
+    sch, sch_names, sch_labels = _school_items(rng, u[:, 0] / _RE_SD[0], n_school_items, decoy_corr)
     columns = {**cont, **dict(zip(item_names, items.T, strict=True))}
     columns.update({name: sch[school, k] for k, name in enumerate(sch_names)})
 
@@ -198,7 +208,7 @@ def simulate_lsa(
         {name: float(s * m) for name, s, m in zip(true_items, signs, magnitudes, strict=True)}
     )
     fixed.update({"study_hours": 6.0, "screen_time": -5.0})
-    fixed.update({sch_names[0]: 15.0, sch_names[1]: 12.0})
+    fixed.update({sch_names[0]: float(school_effects[0]), sch_names[1]: float(school_effects[1])})
     inter_coef = 5.0
 
     X = np.column_stack([columns[name] for name in fixed])
@@ -224,7 +234,7 @@ def simulate_lsa(
         sigma2=sigma2,
         icc=float(icc),
         level2=tuple(sch_names[:_N_TRUE_SCHOOL]),
-        decoys=tuple(sch_names[_N_TRUE_SCHOOL : _N_TRUE_SCHOOL + _N_DECOYS]),
+        decoys=tuple(sch_names[_N_TRUE_SCHOOL : _N_TRUE_SCHOOL + _N_DECOYS]) if decoy_corr else (),
     )
     labels = {outcome: _outcome_label(family), "school": "School ID"}
     labels.update(dict(_CONTINUOUS))
@@ -269,7 +279,9 @@ def truth_table(truth: Truth, terms: dict, fit: object | None = None) -> pd.Data
 
     Columns: ``term``, ``kind`` (fixed, interaction, slope), ``true`` (coefficient, or the
     slope variance), ``estimate`` (from ``fit``, the model whose terms are ``terms``) and
-    ``status`` ("found", "missed" or "false addition").
+    ``status`` ("found", "missed", "false addition", or "decoy added" for a decoy school
+    item: it tracks the school effect, so it does predict school means although the
+    generating model gives it no coefficient).
     """
     score = recovery(truth, terms)
     fixef = getattr(fit, "fixef", None)
@@ -297,7 +309,8 @@ def truth_table(truth: Truth, terms: dict, fit: object | None = None) -> pd.Data
         rows.append((term, kind, value, coef(term) if status == "found" else np.nan, status))
     for term in score["false"]:
         kind = "interaction" if ":" in term else "fixed"
-        rows.append((term, kind, 0.0, coef(term), "false addition"))
+        status = "decoy added" if term in truth.decoys else "false addition"
+        rows.append((term, kind, 0.0, coef(term), status))
     for name in truth.slopes:
         status = "found" if name in score["slopes_found"] else "missed"
         rows.append((name, "slope", float(truth.G.loc[name, name]), slope_var(name), status))
@@ -344,7 +357,7 @@ def _continuous(rng, school: np.ndarray, n_schools: int) -> dict[str, np.ndarray
     }
 
 
-def _likert_items(rng, school, n_schools, n_items, n_blocks):
+def _likert_items(rng, school, n_schools, n_items, n_blocks, loading=(0.5, 0.7)):
     """Likert items 1-4: each loads on its block's factor; factors share a general factor."""
     n = len(school)
     general = rng.standard_normal(n)
@@ -352,7 +365,7 @@ def _likert_items(rng, school, n_schools, n_items, n_blocks):
     factors = 0.35 * general[:, None] + 0.9 * rng.standard_normal((n, n_blocks))
     factors = factors + school_part[school]
     block_of = np.arange(n_items) // _ITEMS_PER_BLOCK
-    loading = rng.uniform(0.5, 0.7, n_items)
+    loading = rng.uniform(loading[0], loading[1], n_items)
     noise = rng.standard_normal((n, n_items))
     latent = loading * factors[:, block_of] + np.sqrt(1.0 - loading**2) * noise
     latent = latent + rng.normal(0.0, 0.3, n_items)
@@ -366,12 +379,12 @@ def _likert_items(rng, school, n_schools, n_items, n_blocks):
     return items.astype(float), names, labels
 
 
-def _school_items(rng, u0_std: np.ndarray, n_school_items: int):
-    """School-level items (standardized); decoys correlate 0.6 with the school effect."""
+def _school_items(rng, u0_std: np.ndarray, n_school_items: int, corr: float = 0.6):
+    """School-level items (standardized); decoys correlate ``corr`` with the school effect."""
     n_schools = len(u0_std)
     values = rng.standard_normal((n_schools, n_school_items))
     decoys = slice(_N_TRUE_SCHOOL, _N_TRUE_SCHOOL + _N_DECOYS)
-    values[:, decoys] = 0.6 * u0_std[:, None] + 0.8 * values[:, decoys]
+    values[:, decoys] = corr * u0_std[:, None] + np.sqrt(1.0 - corr**2) * values[:, decoys]
     items = _SCHOOL_ITEMS[:n_school_items]
     return np.round(values, 3), [n for n, _ in items], dict(items)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,10 @@ class SearchResult:
     objects (the last three are ``None`` when the ICC gate stopped the search, and so is
     ``ranking``). ``optimal_terms`` is ``{"fixed": [...], "interactions": ["a:b"],
     "random_slopes": [...]}``; ``r2`` maps each model's name to its R² values by kind
-    (``level1``, ``level2``, ``marginal``, ``conditional``).
+    (``level1``, ``level2``, ``marginal``, ``conditional``). ``rule`` is the
+    stopping rule used (:class:`autoglmm.stopping.StoppingRule` as a dict) and ``stages``
+    one summary per stage: candidates, tried, never tried, the per-candidate test level and
+    why the stage ended.
     """
 
     sample: AnalysisSample
@@ -107,6 +110,8 @@ class SearchResult:
     r2: dict[str, dict[str, float | None]]
     params: dict[str, Any]
     manifest: dict[str, Any]
+    rule: dict = field(default_factory=dict)
+    stages: tuple[dict, ...] = ()
     pooled: Pooling | None = None  # several analyses (plausible values, imputations) pooled
     weighted: dict[str, Fit] | None = None  # name -> Fit refitted with sampling weights
 
@@ -191,7 +196,7 @@ def _result_dict(result: SearchResult) -> dict:
             weighted = _model_dict(fit, None, sample.group)
             weighted.pop("r2")  # R² is not defined for the pseudo-likelihood fits
             models[name]["weighted"] = {**weighted, "sampling_weights": fit.sampling}
-    return {
+    out = {
         "n_obs": int(sample.n_obs),
         "n_groups": int(sample.n_groups),
         "dropped": sample.report.to_dict(),
@@ -205,10 +210,14 @@ def _result_dict(result: SearchResult) -> dict:
         "steps": [s.to_dict() for s in result.steps],
         "models": models,
         "optimal_terms": result.optimal_terms,
+        "stages": [json_value(s) for s in result.stages],
         "manifest": json_value(result.manifest),
         "warnings": result.warnings,
         "plausible_values": None if result.pooled is None else result.pooled.to_dict(),
     }
+    if result.rule:  # a SearchResult built by hand may not know its rule
+        out["rule"] = json_value(result.rule)
+    return out
 
 
 def _model_dict(fit: Fit | None, r2: dict | None, group: str) -> dict | None:

@@ -91,6 +91,7 @@ def _context(result: Any, svg: bytes) -> dict[str, Any]:
         "params": _params(params),
         "manifest": _manifest(manifest),
         "warnings": _warnings(result),
+        "selection": _selection(result),
         "pooled_table": _pooled(result),
     }
 
@@ -180,6 +181,7 @@ def _status_counts(result: Any) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "not_converged": 0, "skipped": 0}
     for step in result.steps:
         counts[step.status] = counts.get(step.status, 0) + 1
+    counts["never_tried"] = sum(info["not_tried"] for info in getattr(result, "stages", ()) or ())
     return counts
 
 
@@ -301,6 +303,18 @@ def _manifest(manifest: dict) -> dict[str, Any]:
             if k not in {"version", "seed", "data_hash", "timings", "params"}
             and not isinstance(v, dict | list)
         ],
+    }
+
+
+def _selection(result: Any) -> dict[str, Any]:
+    """The stopping rule, the never-tried counts per stage and the p-value caveat."""
+    from autoglmm.report.selection_notes import PVALUE_CAVEAT, rule_sentence, stage_sentences
+
+    searched = bool(getattr(result, "stages", ()))
+    return {
+        "rule": rule_sentence(result),
+        "stages": stage_sentences(result),
+        "caveat": PVALUE_CAVEAT if searched else "",
     }
 
 

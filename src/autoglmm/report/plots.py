@@ -38,6 +38,7 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
     a short hatched stub at the axis floor, labelled with its value. Bars of predictors in the
     optimal model are dark, the others light. Without importances (a user-supplied ranking, or
     no ranking because the ICC gate stopped the search) the figure says so instead.
+    Level-2 (group-level, e.g. school) predictors have labels ending in "(L2)".
     """
     frame = variable_map(result).head(top)
     chosen = set(optimal_predictors(result))
@@ -57,7 +58,11 @@ def importance_figure(result: Any, top: int = 30) -> Figure:
         ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=11, color="#444")
         ax.set_axis_off()
         return fig
-    labels = [_label(v, p) for v, p in zip(frame["V"], frame["predictor"], strict=True)]
+    level2 = set(getattr(getattr(result, "sample", None), "level2", ()) or ())
+    labels = [
+        _label(v, p) + (" (L2)" if p in level2 else "")
+        for v, p in zip(frame["V"], frame["predictor"], strict=True)
+    ]
     colors = [SELECTED if p in chosen else OTHER for p in frame["predictor"]]
     _log_bars(ax, values, colors)
     y = np.arange(n)
