@@ -85,7 +85,12 @@ def test_repeats_give_rank_intervals(data):
     r = rank_predictors(data, "y", "school", ntree=60, seed=2, n_repeats=3)
     t = r.to_frame()
     assert (t["rank_low"] <= t["rank_high"]).all()
-    assert t.set_index("predictor").loc["x_cont", ["rank_low", "rank_high"]].tolist() == [1, 1]
+    ranks = t.set_index("predictor")[["rank_low", "rank_high"]]
+    # x_cont and x_cat are equally strong in truth (1.0 x sd 1 against 1.2 x sd 0.82), so
+    # repeats may swap them; x_item (0.7 x sd 1.1) is third in every repeat.
+    assert ranks.loc["x_cont"].tolist() in ([1, 1], [1, 2], [2, 2])
+    assert ranks.loc["x_cat"].tolist() in ([1, 1], [1, 2], [2, 2])
+    assert ranks.loc["x_item"].tolist() == [3, 3]
 
 
 def test_progress_callback(data):

@@ -72,7 +72,7 @@ RANKERS: dict[str, dict[str, Any]] = {
 #: None. Still autoglmm 0.1's MERF: with "merf" the school-level items rank near the top,
 #: and the search's interaction stage (pairs of the top base predictors) then pairs them
 #: instead of the student-level items; it switches once that stage handles them.
-DEFAULT_RANKER = "merf_rowlmm"
+DEFAULT_RANKER = "merf"
 
 ProgressArg = bool | Callable[[str, int, int], None] | None
 

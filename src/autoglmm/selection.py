@@ -206,7 +206,7 @@ def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Cl
     stages.append(info)
     clock.lap("fixed", steps=trace, start=null)
 
-    essentials = [name for name in order if name in spec.fixed][: params["n_essential"]]
+    essentials = _essentials(order, spec, ctx.level2, params["n_essential"], rule.name == "paper")
     pairs = list(combinations(essentials, 2))
     alpha = params["alpha_interaction"]
     spec, fit, trace, info = ctx.stage("interaction", spec, fit, pairs, alpha, rule)
@@ -223,6 +223,23 @@ def _select(ctx: _Context, null: Any, order: list[str], params: dict, clock: _Cl
     stages.append(info)
     clock.lap("slope", steps=trace, start=models["preliminary"][1])
     return steps, models, stages
+
+
+def _essentials(order: list[str], spec: Terms, level2: set, n: int, paper: bool) -> list[str]:
+    """The ``n`` predictors whose pairwise products the interaction stage tries.
+
+    The paper's rule takes the ``n`` highest-ranked predictors of the base model, as SPEC
+    step 5 says, and is kept exact. Every other rule takes the highest-ranked student-level
+    (level-1) predictors first: a ranking that sees school-level predictors puts them at the
+    top, and pairs of school items (or one school item with everything) would crowd out the
+    student-level interactions that the essential predictors stand for. School-level
+    predictors fill the list only when the base model has fewer than ``n`` level-1 ones.
+    """
+    in_base = [name for name in order if name in spec.fixed]
+    if paper:
+        return in_base[:n]
+    level1 = [name for name in in_base if name not in level2]
+    return (level1 + [name for name in in_base if name in level2])[:n]
 
 
 # --- the stages ----------------------------------------------------------------------------
