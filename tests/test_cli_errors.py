@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -216,6 +217,10 @@ main()
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory):
     from autoglmm.datasets import simulate_lsa
@@ -231,9 +236,11 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(target, small_csv, tmp_
     code = CHILD.format(target=target)
     args = ["search", str(small_csv), "-y", "math", "-g", "school", "--ntree", "20",
             "--no-progress", "--out", str(tmp_path / "out")]  # fmt: skip
+    # SIGINT's default action in the child even when pytest runs in the background, where the
+    # shell starts it with SIGINT ignored and children inherit that (CI need not be a terminal)
     run = subprocess.run(
         [sys.executable, "-c", code, "-", *args],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, preexec_fn=_default_sigint,
     )  # fmt: skip
     assert run.returncode == 130, run.stderr[-3000:]
     assert "Fatal Python error" not in run.stderr
