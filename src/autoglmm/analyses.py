@@ -142,9 +142,9 @@ def search_analyses(
     analysis's ``SearchResult`` with ``pooled`` (a :class:`Pooling`).
     """
     from autoglmm.lsa import prepare
-    from autoglmm.selection import _load, search
+    from autoglmm.selection import load_frame, search
 
-    frame = _load(data)
+    frame = load_frame(data)
     outcomes = expand_outcomes(outcome, frame.columns)
     frame, _, notes = prepare(frame, outcomes, group, merge, lsa)
     plan, more = _plan(outcomes, _check_impute(impute))

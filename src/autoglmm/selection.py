@@ -135,7 +135,7 @@ def search(
         return search_analyses(**args)
     params = _check_params(args)
     clock = _Clock()
-    frame, conventional, notes = prepare(_load(data), [outcome], group, merge, lsa)
+    frame, conventional, notes = prepare(load_frame(data), [outcome], group, merge, lsa)
     user_ranking = _user_ranking(ranking, frame, outcome, group)
     weights = search_weights(
         frame, level1_weights, level2_weights, conditional_weights, weight_scaling
@@ -421,7 +421,8 @@ def icc_of(null: Any, family: str, group: str) -> float:
                beta0=float(null.fixef.iloc[0]))  # fmt: skip
 
 
-def _load(data: Any) -> pd.DataFrame:
+def load_frame(data: Any) -> pd.DataFrame:
+    """The data as a DataFrame: a DataFrame as it is, a path read by :func:`read_data`."""
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, str | os.PathLike):

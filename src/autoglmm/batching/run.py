@@ -35,6 +35,8 @@ from autoglmm.batching.tasks import (
     task_merge,
 )
 from autoglmm.errors import UsageError
+from autoglmm.selection import load_frame
+from autoglmm.text_files import read_name_list
 
 __all__ = ["batch"]
 
@@ -88,7 +90,7 @@ def batch(
 
     options = _check_options(outcome, group, options)
     store = BatchStore(out)
-    frame = _load(data)
+    frame = load_frame(data)
     same = {k: v for k, v in options.items() if k != "n_jobs"}  # results never depend on it
     wanted = {"version": __version__, "by": by, "seed": seed, "search": _json(same)}
     merges, options = _merge_frames(options)
@@ -187,7 +189,7 @@ def _check_options(outcome: str, group: str, options: dict) -> dict:
     options = {**defaults, **options, "outcome": outcome, "group": group}
     ranking = options.get("ranking")
     if isinstance(ranking, str | os.PathLike):  # read here: workers may not see the file
-        options["ranking"] = _ranking_file(ranking)
+        options["ranking"] = read_name_list(ranking)
     if options.get("n_jobs") is None:  # one thread per task: the workers are the parallelism
         options["n_jobs"] = 1
     return options
@@ -209,27 +211,6 @@ def _merge_frames(options: dict) -> tuple[list[pd.DataFrame], dict]:
             frame.attrs["source_file"] = Path(m).name
         frames.append(frame)
     return frames, {**options, "merge": ()}
-
-
-def _ranking_file(path: str | os.PathLike) -> list[str]:
-    from autoglmm.errors import DataError
-
-    if not Path(path).is_file():
-        raise DataError(f"ranking file '{path}' not found; give a file with one name per line")
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def _load(data: Any) -> pd.DataFrame:
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, str | os.PathLike):
-        from autoglmm.data import read_data
-
-        return read_data(data)
-    raise UsageError(
-        f"data must be a DataFrame or a file path, not {type(data).__name__}; "
-        "pass a DataFrame or a .csv/.parquet/.sav/.dta/.sas7bdat path"
-    )
 
 
 def _json(options: dict) -> dict:
