@@ -76,8 +76,8 @@ def cases(quick: bool) -> list[tuple[str, dict]]:
                          index=sorted(wdata["school"].unique()))  # fmt: skip
     wdata["w2"] = wdata["school"].map(school_w)
     wdata["w1"] = rng.uniform(0.8, 1.25, len(wdata))
-    out.append(("gaussian, weighted", {**base, "data": wdata, "ranking": rank,
-                                       "level1_weights": "w1", "level2_weights": "w2"}))  # fmt: skip
+    weights = {"level1_weights": "w1", "level2_weights": "w2"}
+    out.append(("gaussian, weighted", {**base, "data": wdata, "ranking": rank, **weights}))
     d, ddata = _sim(0, "gaussian", 270, 230)  # the demo's data (plus two columns)
     out.append(("demo data, scan rule", dict(data=ddata, outcome=d.truth.outcome,
                 group=d.truth.group, ranking=_ranking(d.truth, ddata, 20), progress=False,

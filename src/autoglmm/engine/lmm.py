@@ -24,7 +24,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -502,10 +502,29 @@ def fit_lmm(
 def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
     check_design(design, gaussian=True)
     ws = make_workspace(design)
-    lower = theta_lower(design.re_blocks)
-    x0 = theta_start(design.re_blocks)
+    result = _fit_workspace(ws, reml, start, rng_seed)
+    b_rows = result.ranef[design.group]
+    fitted = design.offset + design.X @ result.beta + np.einsum("ij,ij->i", design.Z, b_rows)
+    return replace(result, fitted=fitted)
+
+
+def fit_lmm_workspace(
+    ws: LMMWorkspace, reml: bool = False, start: np.ndarray | None = None, *, rng_seed: int = 0
+) -> EngineResult:
+    """Fit from prepared sufficient statistics (no rows): :func:`fit_lmm` without the design.
+
+    For callers that build ``ws`` themselves, e.g. a search updating one prepared design
+    (``autoglmm.prepared``); the result has no fitted values (``fitted`` is None).
+    """
+    with single_threaded_blas():
+        return _fit_workspace(ws, reml, start, rng_seed)
+
+
+def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> EngineResult:
+    lower = theta_lower(ws.re_blocks)
+    x0 = theta_start(ws.re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
-        x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
+        x0 = theta_canonical(np.asarray(start, dtype=float), ws.re_blocks)
         # a zero diagonal (a singular smaller model) is a stationary point of the deviance
         # in that coordinate by symmetry: start just inside instead
         diag = np.isfinite(lower)
@@ -519,15 +538,10 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
         x0,
         lower,
         jac=True,
-        canonical=lambda t: theta_canonical(t, design.re_blocks),
+        canonical=lambda t: theta_canonical(t, ws.re_blocks),
         rng_seed=rng_seed,
     )
     est = estimates_at(theta, ws, reml)
-    fitted = (
-        design.offset
-        + design.X @ est.beta
-        + np.einsum("ij,ij->i", design.Z, est.ranef[design.group])
-    )
     return EngineResult(
         theta=theta,
         beta=est.beta,
@@ -537,13 +551,12 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
         ranef=est.ranef,
         loglik=-0.5 * est.deviance,
         deviance=est.deviance,
-        n_params=design.p + len(theta) + 1,
+        n_params=ws.p + len(theta) + 1,
         family="gaussian",
         link="identity",
         nagq=1,
         reml=reml,
         convergence=report,
-        fitted=fitted,
     )
 
 
@@ -553,5 +566,6 @@ __all__ = [
     "deviance_and_gradient",
     "estimates_at",
     "fit_lmm",
+    "fit_lmm_workspace",
     "make_workspace",
 ]
