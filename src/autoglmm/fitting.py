@@ -202,13 +202,14 @@ def assemble_fit(
     The search's prepared designs (:mod:`autoglmm.prepared`) call this directly; the
     engine's arrays are wrapped, not copied.
     """
-    x_names, z_names = list(x_names), list(z_names)
-    fixef = pd.Series(engine.beta, index=x_names, name="estimate", copy=False)
-    vcov = pd.DataFrame(engine.vcov_beta, index=x_names, columns=x_names, copy=False)
-    se = pd.Series(np.sqrt(np.diag(engine.vcov_beta)), index=x_names, name="se", copy=False)
-    cov_re = {group: pd.DataFrame(engine.cov_re, index=z_names, columns=z_names, copy=False)}
-    levels = pd.Index(group_levels, name=group)
-    ranef = pd.DataFrame(engine.ranef, index=levels, columns=z_names, copy=False)
+    # one Index per axis, shared by the tables (building an Index is most of their cost)
+    x_index, z_index = pd.Index(list(x_names)), pd.Index(list(z_names))
+    levels = group_levels if isinstance(group_levels, pd.Index) else pd.Index(group_levels)
+    fixef = pd.Series(engine.beta, index=x_index, name="estimate", copy=False)
+    vcov = pd.DataFrame(engine.vcov_beta, index=x_index, columns=x_index, copy=False)
+    se = pd.Series(np.sqrt(np.diag(engine.vcov_beta)), index=x_index, name="se", copy=False)
+    cov_re = {group: pd.DataFrame(engine.cov_re, index=z_index, columns=z_index, copy=False)}
+    ranef = pd.DataFrame(engine.ranef, index=levels.rename(group), columns=z_index, copy=False)
     return Fit(
         formula=formula,
         family=engine.family,
@@ -226,7 +227,7 @@ def assemble_fit(
         se=se,
         vcov=vcov,
         cov_re=cov_re,
-        re_names={group: z_names},
+        re_names={group: list(z_names)},
         re_blocks=re_blocks,
         sigma2=None if engine.sigma2 is None else float(engine.sigma2),
         ranef=ranef,

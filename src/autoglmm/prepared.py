@@ -98,6 +98,7 @@ class PreparedSample:
         self.store = _ColumnStore(self.n, self.starts, self.y)
         self.intercept = self.store.add(np.ones(self.n))
         self.blocks: dict[tuple, tuple[list[str], list[int]]] = {}
+        self.levels = pd.Index(d.group_levels, name=frame.group_name)  # built once, shared
 
     # --- designs ---------------------------------------------------------------------
     def design(self, formula: str) -> PreparedDesign | None:
@@ -200,7 +201,7 @@ class PreparedSample:
         f = self.frame
         return assemble_fit(
             engine, formula=d.formula, x_names=d.x_names, z_names=d.z_names,
-            re_blocks=d.re_blocks, nobs=self.n, group_levels=f.design.group_levels,
+            re_blocks=d.re_blocks, nobs=self.n, group_levels=self.levels,
             group=f.group_name, response=f.response_name, messages=d.messages,
             dropped_columns=d.dropped, row_hash=f.row_hash, fitted=fitted, x_matrix=x_matrix,
         )  # fmt: skip

@@ -515,18 +515,15 @@ def _user_ranking_object(names: list[str], sample: Any) -> Any:
 
 
 def _forest_ranking(sample: Any, data: pd.DataFrame, params: dict, seed: int) -> Any:
-    from autoglmm.ranking import rank_predictors
+    """The MERF ranking of the search's own sample (built once, not again for the forest)."""
+    from autoglmm.ranking import rank_sample
 
-    return rank_predictors(
-        data,
-        sample.outcome,
-        sample.group,
+    return rank_sample(
+        sample,
+        data=data,
         family=params["family"],
-        predictors=list(sample.predictors),
         ntree=params["ntree"],
         mtry=params["mtry"],
-        max_missing=params["max_missing"],
-        min_group_size=params["min_group_size"],
         seed=seed,
         n_jobs=params["n_jobs"],
         progress=params["progress"],
