@@ -127,6 +127,10 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    if values.dtype.kind == "f" and values.size:  # the common case in two reductions:
+        hi, lo = values.max(), values.min()  # NaN and inf propagate into these
+        if np.isfinite(hi) and np.isfinite(lo) and max(hi, -lo) <= MAX_ABS:
+            return None
     what = f"column '{label}'" if label in ev.columns else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
         big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))

@@ -105,18 +105,18 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     """
     w = design.weights
     X = np.ascontiguousarray(design.X)
-    sw = np.sqrt(w)
     y = design.y - design.offset
-    beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    Xw = X * w[:, None]
+    XtX = Xw.T @ X
+    beta0 = _centring(XtX, Xw, X, y, w)
     e0 = np.ascontiguousarray(y - X @ beta0)
     ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w, design.starts)
-    Xw = X * w[:, None]
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
         ZtZ=ZtZ,
         ZtX=ZtX,
         Zty=Zty,
-        XtX=Xw.T @ X,
+        XtX=XtX,
         Xty=Xw.T @ e0,
         yty=float(np.dot(w * e0, e0)),
         n=design.n,
@@ -126,6 +126,19 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
         cols=cols,
         beta0=beta0,
     )
+
+
+def _centring(XtX, Xw, X, y, w) -> np.ndarray:
+    """The weighted least-squares beta0 that centres the statistics (any beta0 is exact;
+    a good one avoids cancellation). From the normal equations, refined once (X is of full
+    column rank); an SVD of X cost more than the rest of a small fit's workspace."""
+    try:
+        chol = linalg.cho_factor(XtX, check_finite=False)
+        beta0 = linalg.cho_solve(chol, Xw.T @ y, check_finite=False)
+        return beta0 + linalg.cho_solve(chol, Xw.T @ (y - X @ beta0), check_finite=False)
+    except (np.linalg.LinAlgError, linalg.LinAlgError):
+        sw = np.sqrt(w)
+        return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
 
 
 def _lambda(theta: np.ndarray, ws: LMMWorkspace) -> np.ndarray:
