@@ -127,6 +127,10 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    if values.dtype.kind == "f" and values.size:  # the common case in two reductions:
+        hi, lo = values.max(), values.min()  # NaN and inf propagate into these
+        if np.isfinite(hi) and np.isfinite(lo) and max(hi, -lo) <= MAX_ABS:
+            return None
     what = f"column '{label}'" if label in ev.columns else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
         big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
@@ -189,16 +193,21 @@ class _Builder:
         blocks = [np.ones((self.n, 1))] if terms.intercept else []
         names = ["(Intercept)"] if terms.intercept else []
         for term, coding in zip(terms.terms, codings, strict=True):
-            block, block_names = self.variable_columns(term[0], coding[0])
-            for var, contrast in zip(term[1:], coding[1:], strict=True):
-                cols, col_names = self.variable_columns(var, contrast)
-                # the earlier variables vary fastest, as in R's model.matrix
-                block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
-                block_names = [f"{a}:{b}" for b in col_names for a in block_names]
+            block, block_names = self.term_block(term, coding)
             blocks.append(block)
             names.extend(block_names)
         X = np.column_stack(blocks) if blocks else np.empty((self.n, 0))
         return X, names
+
+    def term_block(self, term: tuple, coding: list[bool]) -> tuple[np.ndarray, list[str]]:
+        """The columns of one term under its coding (one of :func:`_codings`' lists)."""
+        block, block_names = self.variable_columns(term[0], coding[0])
+        for var, contrast in zip(term[1:], coding[1:], strict=True):
+            cols, col_names = self.variable_columns(var, contrast)
+            # the earlier variables vary fastest, as in R's model.matrix
+            block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
+            block_names = [f"{a}:{b}" for b in col_names for a in block_names]
+        return block, block_names
 
 
 def _codings(terms: TermList, is_factor) -> list[list[bool]]:

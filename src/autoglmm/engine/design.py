@@ -252,7 +252,13 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
         raise DataError(
             f"prior weights must be positive: {n_bad} row(s) have weight <= 0; drop those rows"
         )
-    n, m = design.n, design.m
+    check_sizes(design.n, design.m, design.re_blocks, design.z_names, gaussian=gaussian)
+
+
+def check_sizes(
+    n: int, m: int, re_blocks: tuple[int, ...], z_names: tuple[str, ...], *, gaussian: bool
+) -> None:
+    """The identifiability part of :func:`check_design`, from the sizes alone (no rows)."""
     too_many = (lambda k: k >= n) if gaussian else (lambda k: k > n)
     relation = "fewer than" if gaussian else "at most"
     if too_many(m):
@@ -261,8 +267,8 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
             f"must be {relation} the number of observations (as lme4 requires): group by a "
             "higher-level unit, not by a row identifier"
         )
-    names = iter(design.z_names)
-    for k in design.re_blocks:
+    names = iter(z_names)
+    for k in re_blocks:
         term = ", ".join(next(names) for _ in range(k))
         if too_many(m * k):
             raise DataError(

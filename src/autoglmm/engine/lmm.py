@@ -24,7 +24,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -105,18 +105,18 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     """
     w = design.weights
     X = np.ascontiguousarray(design.X)
-    sw = np.sqrt(w)
     y = design.y - design.offset
-    beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    Xw = X * w[:, None]
+    XtX = Xw.T @ X
+    beta0 = _centring(XtX, Xw, X, y, w)
     e0 = np.ascontiguousarray(y - X @ beta0)
     ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w, design.starts)
-    Xw = X * w[:, None]
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
         ZtZ=ZtZ,
         ZtX=ZtX,
         Zty=Zty,
-        XtX=Xw.T @ X,
+        XtX=XtX,
         Xty=Xw.T @ e0,
         yty=float(np.dot(w * e0, e0)),
         n=design.n,
@@ -126,6 +126,19 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
         cols=cols,
         beta0=beta0,
     )
+
+
+def _centring(XtX, Xw, X, y, w) -> np.ndarray:
+    """The weighted least-squares beta0 that centres the statistics (any beta0 is exact;
+    a good one avoids cancellation). From the normal equations, refined once (X is of full
+    column rank); an SVD of X cost more than the rest of a small fit's workspace."""
+    try:
+        chol = linalg.cho_factor(XtX, check_finite=False)
+        beta0 = linalg.cho_solve(chol, Xw.T @ y, check_finite=False)
+        return beta0 + linalg.cho_solve(chol, Xw.T @ (y - X @ beta0), check_finite=False)
+    except (np.linalg.LinAlgError, linalg.LinAlgError):
+        sw = np.sqrt(w)
+        return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
 
 
 def _lambda(theta: np.ndarray, ws: LMMWorkspace) -> np.ndarray:
@@ -502,10 +515,29 @@ def fit_lmm(
 def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
     check_design(design, gaussian=True)
     ws = make_workspace(design)
-    lower = theta_lower(design.re_blocks)
-    x0 = theta_start(design.re_blocks)
+    result = _fit_workspace(ws, reml, start, rng_seed)
+    b_rows = result.ranef[design.group]
+    fitted = design.offset + design.X @ result.beta + np.einsum("ij,ij->i", design.Z, b_rows)
+    return replace(result, fitted=fitted)
+
+
+def fit_lmm_workspace(
+    ws: LMMWorkspace, reml: bool = False, start: np.ndarray | None = None, *, rng_seed: int = 0
+) -> EngineResult:
+    """Fit from prepared sufficient statistics (no rows): :func:`fit_lmm` without the design.
+
+    For callers that build ``ws`` themselves, e.g. a search updating one prepared design
+    (``autoglmm.prepared``); the result has no fitted values (``fitted`` is None).
+    """
+    with single_threaded_blas():
+        return _fit_workspace(ws, reml, start, rng_seed)
+
+
+def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> EngineResult:
+    lower = theta_lower(ws.re_blocks)
+    x0 = theta_start(ws.re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
-        x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
+        x0 = theta_canonical(np.asarray(start, dtype=float), ws.re_blocks)
         # a zero diagonal (a singular smaller model) is a stationary point of the deviance
         # in that coordinate by symmetry: start just inside instead
         diag = np.isfinite(lower)
@@ -519,15 +551,10 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
         x0,
         lower,
         jac=True,
-        canonical=lambda t: theta_canonical(t, design.re_blocks),
+        canonical=lambda t: theta_canonical(t, ws.re_blocks),
         rng_seed=rng_seed,
     )
     est = estimates_at(theta, ws, reml)
-    fitted = (
-        design.offset
-        + design.X @ est.beta
-        + np.einsum("ij,ij->i", design.Z, est.ranef[design.group])
-    )
     return EngineResult(
         theta=theta,
         beta=est.beta,
@@ -537,13 +564,12 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
         ranef=est.ranef,
         loglik=-0.5 * est.deviance,
         deviance=est.deviance,
-        n_params=design.p + len(theta) + 1,
+        n_params=ws.p + len(theta) + 1,
         family="gaussian",
         link="identity",
         nagq=1,
         reml=reml,
         convergence=report,
-        fitted=fitted,
     )
 
 
@@ -553,5 +579,6 @@ __all__ = [
     "deviance_and_gradient",
     "estimates_at",
     "fit_lmm",
+    "fit_lmm_workspace",
     "make_workspace",
 ]
