@@ -326,9 +326,26 @@ def _weights(weights, ev: Evaluator) -> np.ndarray | None:
     return w
 
 
-def _check_weights(w: np.ndarray | None) -> None:
-    if w is not None and (not np.all(np.isfinite(w)) or np.any(w < 0)):
-        raise DataError("weights must be finite and non-negative; fix or drop those rows")
+def _check_weights(w: np.ndarray | None, weights, rows: pd.Index) -> None:
+    """Prior weights must be finite and positive (on the rows the model uses).
+
+    A weight of 0 is refused here rather than dropped: lme4 keeps such a row and reports a
+    log-likelihood of -Inf for a gaussian model (its residual variance there is infinite),
+    and silently dropping rows would change the sample every model of a search shares.
+    """
+    if w is None:
+        return
+    what = f"weights column '{weights}'" if isinstance(weights, str) else "weights"
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise DataError(f"{what} must be finite and non-negative; fix or drop those rows")
+    zero = w == 0
+    if zero.any():
+        raise DataError(
+            f"{what} has {int(zero.sum())} zero weight(s) (first at row "
+            f"{rows[int(np.flatnonzero(zero)[0])]}); prior weights must be positive: drop "
+            "those rows or give them a positive weight"
+        )
 
 
 def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
@@ -427,7 +444,8 @@ def build_model_frame(
         raise UsageError(f"the fixed part {parsed.fixed_text!r} has no columns; add '1' at least")
     y, trials = _finish_response(parsed, response_value, builder, family)
     w = None if w is None else builder.used(w)
-    _check_weights(w)
+    row_index = data.index if builder.rows is None else data.index.take(builder.rows)
+    _check_weights(w, weights, row_index)
     if trials is not None:
         w = trials if w is None else w * trials
     offset = sum(
@@ -451,7 +469,7 @@ def build_model_frame(
     return ModelFrame(
         design=design,
         order=order,
-        row_index=data.index if builder.rows is None else data.index.take(builder.rows),
+        row_index=row_index,
         row_hash=_row_hash(mask, y),
         dropped_columns=dropped,
         n_dropped_rows=n_dropped,
