@@ -92,24 +92,23 @@ PY_TOOLS = {
 }
 
 _LMER_R = """
-suppressPackageStartupMessages(library(lme4))
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
 args <- commandArgs(trailingOnly = TRUE)
-forms <- strsplit(args[2], ";;", fixed = TRUE)[[1]]
-files <- strsplit(args[1], ";;", fixed = TRUE)[[1]]
-d0 <- read.csv(files[1]); d0$school <- factor(d0$school)
-for (f in forms) invisible(lmer(as.formula(f), d0, REML = FALSE))  # warm-up
-out <- c()
-for (f in forms) {
+spec <- fromJSON(args[1])  # files, and per model one formula per file (the truth varies)
+read <- function(path) { d <- read.csv(path); d$school <- factor(d$school); d }
+d0 <- read(spec$files[1])
+for (m in names(spec$formulas)) invisible(lmer(as.formula(spec$formulas[[m]][1]), d0, REML = FALSE))
+out <- list()
+for (m in names(spec$formulas)) {
   t <- c(); ll <- c()
-  for (path in files[-1]) {
-    d <- read.csv(path); d$school <- factor(d$school)
-    t <- c(t, system.time(m <- lmer(as.formula(f), d, REML = FALSE))[["elapsed"]])
-    ll <- c(ll, as.numeric(logLik(m)))
+  for (i in seq_along(spec$files)[-1]) {
+    d <- read(spec$files[i]); f <- as.formula(spec$formulas[[m]][i])
+    t <- c(t, system.time(fit <- lmer(f, d, REML = FALSE))[["elapsed"]])
+    ll <- c(ll, as.numeric(logLik(fit)))
   }
-  out <- c(out, sprintf('"%s": {"seconds": %.6f, "loglik": [%s]}', f, median(t),
-                        paste(sprintf("%.10f", ll), collapse = ",")))
+  out[[m]] <- list(seconds = median(t), loglik = ll)
 }
-cat("{", paste(out, collapse = ","), "}\\n")
+cat(toJSON(out, auto_unbox = TRUE, digits = NA))
 """
 
 
@@ -174,10 +173,12 @@ def _lme4(sets: list) -> dict:
             paths.append(str(path))
         script = Path(tmp) / "lmer.R"
         script.write_text(_LMER_R)
-        forms = [sets[1].formulas()[m] for m in MODELS]
-        # the formulas name the same columns in every data set (the truth is one model)
-        res = common.rscript_json(script, [";;".join(paths), ";;".join(forms)], timeout=1800)
-    return {f"{m}|lme4": res[f] for m, f in zip(MODELS, forms, strict=True)}
+        spec = Path(tmp) / "spec.json"
+        formulas = {m: [d.formulas()[m] for d in sets] for m in MODELS}
+        spec.write_text(json.dumps({"files": paths, "formulas": formulas}))
+        res = common.rscript_json(script, [str(spec)], timeout=1800)
+    return {f"{m}|lme4": {"seconds": res[m]["seconds"], "loglik": list(res[m]["loglik"])}
+            for m in MODELS}  # fmt: skip
 
 
 def fits_table(res: dict) -> list[dict]:
