@@ -41,7 +41,7 @@ timss = lmm_simulate()
 con = pd.read_csv(ref + "/contraception.csv")
 grouse = pd.read_csv(ref + "/grouseticks.csv")
 ohio = pd.read_csv(ref + "/ohio.csv")
-CON = "use ~ age + I(age^2) + urban + livch + (1 | district)"
+CON = "use ~ age + I(age**2) + urban + livch + (1 | district)"
 OHIO = "resp ~ age + smoke + (age | id)"
 cases = {{
     "lmm intercept (8.6k rows)": (lmm_formula("1"), timss, "gaussian", 1),
