@@ -248,13 +248,14 @@ def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     uses to drop rank-deficient columns, so the later of two collinear columns goes.
     Cost O(n p^2); the loop is over columns, never rows.
     """
-    norms = np.linalg.norm(X, axis=0)
+    gram = X.T @ X
+    norms = np.sqrt(np.diag(gram))  # a pass over X saved: the norms are on X'X's diagonal
     if X.shape[1] and np.all(norms > 0):
         # Quick accept: the Cholesky pivots of the column-scaled X'X are the squared
         # relative residuals; all above 1e-10 (residual > 1e-5, far from the 1e-7 cut)
         # means full rank. Anything closer is decided by the exact scan below.
         try:
-            chol = np.linalg.cholesky((X.T @ X) / np.outer(norms, norms))
+            chol = np.linalg.cholesky(gram / np.outer(norms, norms))
             if np.min(np.diag(chol)) ** 2 > 1e-10:
                 return np.ones(X.shape[1], bool)
         except np.linalg.LinAlgError:
