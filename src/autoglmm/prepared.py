@@ -13,10 +13,11 @@ rows to per-group cross-products), so the cost per candidate grew with the rows.
 - cross-products are computed once per pair of columns and kept: the global ``X'X``
   entries and the per-group sums of each random-effect column with each column. Adding
   one predictor to a model adds one row and column: O(n (p + q)) work, not O(n p^2);
-- a gaussian candidate's workspace (:class:`~autoglmm.engine.lmm.LMMWorkspace`) is then
-  assembled from the store plus one pass for the residual of the least-squares start
-  (the centring :func:`~autoglmm.engine.lmm.make_workspace` applies); a binomial or
-  poisson candidate gets its :class:`GroupedDesign` from the store without re-evaluating.
+- the centred response is a column of the store too, so a gaussian candidate's workspace
+  (:class:`~autoglmm.engine.lmm.LMMWorkspace`, centred on the least-squares fit as
+  :func:`~autoglmm.engine.lmm.make_workspace` centres it) is assembled from cached
+  products without touching the rows; a binomial or poisson candidate gets its
+  :class:`GroupedDesign` from the store without re-evaluating its columns.
 
 The rank check is :func:`fit`'s: the quick accept from ``X'X`` (now read off the store),
 else the exact column scan on X. A formula the store cannot serve (rows that the full
@@ -95,8 +96,11 @@ class PreparedSample:
         self.n, self.m = d.n, d.m
         self.ev = Evaluator(data)
         self.builder = _Builder(self.ev, np.ones(len(data), bool))
-        self.store = _ColumnStore(self.n, self.starts, self.y)
+        self.store = _ColumnStore(self.n, self.starts)
         self.intercept = self.store.add(np.ones(self.n))
+        # the response, centred, is one more column: its cross-products are cached too
+        self.y_mean = float(np.mean(self.y))
+        self.ycol = self.store.add(self.y - self.y_mean)
         self.blocks: dict[tuple, tuple[list[str], list[int]]] = {}
         self.levels = pd.Index(d.group_levels, name=frame.group_name)  # built once, shared
 
@@ -207,18 +211,31 @@ class PreparedSample:
         )  # fmt: skip
 
     def workspace(self, d: PreparedDesign):
-        """The LMM workspace of ``d``: cross-products from the store, one residual pass."""
+        """The LMM workspace of ``d``, from the store's cross-products alone (no rows).
+
+        The statistics are those of ``e0 = y - X beta0`` with beta0 the least-squares fit,
+        as :func:`~autoglmm.engine.lmm.make_workspace` centres them: here from the cached
+        products of the centred response (``e0'e0 = y'y - 2 beta0'X'y + beta0'X'X beta0``
+        loses only the digits of the fixed effects' share of y's variance).
+        """
         from autoglmm.engine.lmm import LMMWorkspace
 
-        s, xi, zi = self.store, d.x_idx, d.z_idx
-        XtX = s.gram(xi)
-        beta0 = _solve_pos(XtX, s.ydots(xi))
-        Zte, Xte, ete = _residual_sums(s.C, xi, zi, self.y, beta0, self.starts)
+        s, xi, zi, p = self.store, d.x_idx, d.z_idx, len(d.x_idx)
+        xy = np.append(xi, self.ycol)
+        G = s.gram(xy)
+        XtX, Xty, yty = G[:p, :p], G[:p, p], G[p, p]
+        beta0 = _solve_pos(XtX, Xty)
+        Xte = Xty - XtX @ beta0
+        ete = yty - beta0 @ Xty - beta0 @ Xte
+        ZtXY = s.group_cross(zi, xy)
+        ZtX = np.ascontiguousarray(ZtXY[:, :, :p])
+        Zte = ZtXY[:, :, p] - ZtX @ beta0
+        beta0[0] += self.y_mean  # the intercept (always first, never dropped) takes the mean
         rows, cols = theta_positions(d.re_blocks)
         return LMMWorkspace(
-            ZtZ=s.group_cross(zi, zi), ZtX=s.group_cross(zi, xi), Zty=Zte, XtX=XtX, Xty=Xte,
-            yty=float(ete), n=self.n, sum_log_w=0.0, re_blocks=d.re_blocks, rows=rows,
-            cols=cols, beta0=beta0,
+            ZtZ=s.group_cross(zi, zi), ZtX=ZtX, Zty=np.ascontiguousarray(Zte),
+            XtX=np.ascontiguousarray(XtX), Xty=Xte, yty=float(max(ete, 0.0)), n=self.n,
+            sum_log_w=0.0, re_blocks=d.re_blocks, rows=rows, cols=cols, beta0=beta0,
         )  # fmt: skip
 
     def grouped_design(self, d: PreparedDesign) -> GroupedDesign:
@@ -248,12 +265,11 @@ def _solve_pos(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _ColumnStore:
     """Columns (sorted rows) in one Fortran array, with their cached cross-products."""
 
-    def __init__(self, n: int, starts: np.ndarray, y: np.ndarray) -> None:
-        self.n, self.starts, self.y = n, starts, y
+    def __init__(self, n: int, starts: np.ndarray) -> None:
+        self.n, self.starts = n, starts
         self.C = np.empty((n, 16), order="F")
         self.k = 0
         self.G = np.full((16, 16), np.nan)  # global sums C_a'C_b, NaN = not yet computed
-        self.yd = np.full(16, np.nan)  # C_a'y
         self.per_group: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # z -> (sums, known)
 
     def add(self, column: np.ndarray) -> int:
@@ -269,9 +285,7 @@ class _ColumnStore:
         C[:, : self.k] = self.C[:, : self.k]
         G = np.full((cap, cap), np.nan)
         G[: self.k, : self.k] = self.G[: self.k, : self.k]
-        yd = np.full(cap, np.nan)
-        yd[: self.k] = self.yd[: self.k]
-        self.C, self.G, self.yd = C, G, yd
+        self.C, self.G = C, G
         for z, (sums, known) in list(self.per_group.items()):
             wider = np.zeros((sums.shape[0], cap))
             wider[:, : self.k] = sums[:, : self.k]
@@ -293,12 +307,6 @@ class _ColumnStore:
                     self.G[todo, a] = sums
             block = self.G[np.ix_(idx, idx)]
         return block
-
-    def ydots(self, idx: np.ndarray) -> np.ndarray:
-        todo = idx[np.isnan(self.yd[idx])]
-        if len(todo):
-            self.yd[todo] = _ydots(self.C, self.y, todo)
-        return self.yd[idx]
 
     def group_cross(self, zi: np.ndarray, xi: np.ndarray) -> np.ndarray:
         """(m, len(zi), len(xi)) per-group sums of C_z * C_x."""
@@ -329,18 +337,6 @@ def _dots(C, a, cols):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _ydots(C, y, cols):  # pragma: no cover - numba
-    out = np.zeros(len(cols))
-    for c in range(len(cols)):
-        col = cols[c]
-        acc = 0.0
-        for i in range(C.shape[0]):
-            acc += C[i, col] * y[i]
-        out[c] = acc
-    return out
-
-
-@njit(cache=True)
 def _group_products(C, z, cols, starts):  # pragma: no cover - numba
     m = len(starts) - 1
     out = np.zeros((m, len(cols)))
@@ -352,34 +348,3 @@ def _group_products(C, z, cols, starts):  # pragma: no cover - numba
                 acc += C[i, z] * C[i, col]
             out[j, c] = acc
     return out
-
-
-@njit(cache=True)
-def _residual_sums(C, xi, zi, y, beta0, starts):  # pragma: no cover - numba
-    """e = y - X beta0, then Z_j'e per group, X'e and e'e: one pass per column."""
-    n = len(y)
-    e = y.copy()
-    for k in range(len(xi)):
-        col, b = xi[k], beta0[k]
-        for i in range(n):
-            e[i] -= b * C[i, col]
-    m = len(starts) - 1
-    Zte = np.zeros((m, len(zi)))
-    for a in range(len(zi)):
-        col = zi[a]
-        for j in range(m):
-            acc = 0.0
-            for i in range(starts[j], starts[j + 1]):
-                acc += C[i, col] * e[i]
-            Zte[j, a] = acc
-    Xte = np.zeros(len(xi))
-    for k in range(len(xi)):
-        col = xi[k]
-        acc = 0.0
-        for i in range(n):
-            acc += C[i, col] * e[i]
-        Xte[k] = acc
-    ete = 0.0
-    for i in range(n):
-        ete += e[i] * e[i]
-    return Zte, Xte, ete

@@ -494,8 +494,9 @@ def _level2(codes: np.ndarray, g: np.ndarray, kept: list) -> tuple[str, ...]:
     _, first = np.unique(g, return_index=True)
     first_of_group = np.zeros(g.max() + 1, dtype=np.int64)
     first_of_group[g[first]] = first
-    same = (codes == codes[first_of_group[g]]).all(axis=0)
-    return tuple(c for c, s in zip(kept, same, strict=True) if s)
+    rows = first_of_group[g]
+    # column by column: contiguous in the (rows x predictors) Fortran-ordered codes
+    return tuple(c for j, c in enumerate(kept) if np.array_equal(codes[:, j], codes[rows, j]))
 
 
 def _sample_frame(
