@@ -193,6 +193,16 @@ def test_2d_agq_fit_at_nagq_9_is_accurate_at_its_own_estimate(ohio, ohio_slope_a
     np.testing.assert_allclose(res.theta, [2.2159, 0.0777, 0.1058], atol=0.01)
 
 
+def test_2d_agq_fit_at_nagq_5_is_not_singular_and_accurate(ohio) -> None:
+    # issue 11: nagq=5 came out singular (the rule's error bent the likelihood surface)
+    d, _ = ohio
+    res = fit_glmm(d, family="binomial", nagq=5)
+    assert res.convergence.converged and not res.convergence.singular
+    exact = -0.5 * _ohio_brute_force(d, res.theta, res.beta)
+    assert abs(res.loglik - exact) < 0.01
+    assert res.theta[2] > 0.03  # the slope's own variance is not 0
+
+
 @pytest.mark.slow
 def test_2d_agq_fit_at_nagq_9_is_within_0_01_of_nagq_25(ohio, ohio_slope_agq9) -> None:
     res25 = fit_glmm(ohio[0], family="binomial", nagq=25)

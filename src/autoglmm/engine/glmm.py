@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_limits
 from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
+    lambda_from_theta,
     theta_lower,
     theta_positions,
     theta_start,
@@ -126,9 +127,7 @@ class GlmmWorkspace:
         self.n_eval = 0
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        lam = np.zeros((self.design.q, self.design.q))
-        lam[self.theta_rows, self.theta_cols] = theta
-        return lam
+        return lambda_from_theta(theta, self.design.re_blocks)
 
     def modes(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None = None) -> Modes:
         """PIRLS at (theta, beta) from the warm start ``u0`` (zeros when None; not changed)."""

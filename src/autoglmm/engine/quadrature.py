@@ -46,6 +46,7 @@ import numpy as np
 from numba import njit
 
 from autoglmm.engine.families import row_dev
+from autoglmm.engine.kernels import backward, forward
 
 MAX_AGQ_DIM = 3
 
@@ -86,15 +87,14 @@ def _skew_rotation(A, t, lo, hi, L, B, T, Q):
     most :data:`MAX_SWEEPS`: the criterion is flat about a dominant direction, so sweeps
     converge slowly; 3 sweeps are as accurate but leave the rule jumping by 1e-6 near a
     singular fit, 10 keep the deviance smooth to 2e-7 there at no measurable cost.
-    ``B`` (n, q) and ``T`` (q, q, q) are scratch.
+    ``B`` (q, rows of the largest group) and ``T`` (q, q, q) are scratch.
     """
     q = L.shape[0]
-    for i in range(lo, hi):  # b_i = L^{-1} a_i (forward substitution)
+    Bj = B[:, : hi - lo]  # b_i = L^{-1} a_i, the group's rows as columns
+    for i in range(lo, hi):
         for a in range(q):
-            v = A[i, a]
-            for b in range(a):
-                v -= L[a, b] * B[i, b]
-            B[i, a] = v / L[a, a]
+            Bj[a, i - lo] = A[i, a]
+    forward(L, Bj)
     for a in range(q):
         for b in range(q):
             Q[a, b] = 1.0 if a == b else 0.0
@@ -103,7 +103,7 @@ def _skew_rotation(A, t, lo, hi, L, B, T, Q):
             for c in range(b, q):
                 acc = 0.0
                 for i in range(lo, hi):
-                    acc += t[i] * B[i, a] * B[i, b] * B[i, c]
+                    acc += t[i] * Bj[a, i - lo] * Bj[b, i - lo] * Bj[c, i - lo]
                 T[a, b, c] = T[a, c, b] = T[b, a, c] = acc
                 T[b, c, a] = T[c, a, b] = T[c, b, a] = acc
     for _ in range(MAX_SWEEPS if q > 2 else 1):
@@ -163,7 +163,7 @@ def agq_deviance(code, eta0, A, t, y, wt, starts, u, Ls, devc0, nodes, logw):
     K = nodes.shape[0]
     out = np.empty(m)
     x = np.empty(q)
-    B = np.empty((eta0.shape[0], q))
+    B = np.empty((q, int(np.max(np.diff(starts))) if m else 0))
     T = np.empty((q, q, q))
     Q = np.empty((q, q))
     S = np.empty((q, q))
@@ -172,12 +172,8 @@ def agq_deviance(code, eta0, A, t, y, wt, starts, u, Ls, devc0, nodes, logw):
         lo, hi = starts[j], starts[j + 1]
         L = Ls[j]
         _skew_rotation(A, t, lo, hi, L, B, T, Q)
-        for c in range(q):  # S = L^{-T} Q (back substitution, column by column)
-            for a in range(q - 1, -1, -1):
-                v = Q[a, c]
-                for b in range(a + 1, q):
-                    v -= L[b, a] * S[b, c]
-                S[a, c] = v / L[a, a]
+        S[:, :] = Q  # S = L^{-T} Q
+        backward(L, S)
         for k in range(K):
             for a in range(q):  # x = S z_k
                 v = 0.0
