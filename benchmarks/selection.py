@@ -59,6 +59,7 @@ SPLIT_RULES = {
     "split-patience-3": StoppingRule(3, "alpha"),
 }
 SCAN_RANKER = "merf"  # the ranker of the scan at alpha (slow, order-insensitive) and the split
+SKIP_RULES: set[str] = set()  # rules left out of a run (--skip-rules)
 
 
 # --- rankers -------------------------------------------------------------------------------
@@ -192,9 +193,9 @@ def run_one(design: Design, ranker: str, ntree: int, cache: Path) -> dict:
     t0 = time.perf_counter()
     order = cached_rank(cache, design, ranker, ntree, sample.data, outcome, "")
     rank_secs = time.perf_counter() - t0
-    rules = dict(RULES)
+    rules = {k: v for k, v in RULES.items() if k not in SKIP_RULES}
     if ranker != SCAN_RANKER or design.family == "binomial":
-        rules.pop("scan")  # slow, order-insensitive, and clearly worst on false additions
+        rules.pop("scan", None)  # slow, order-insensitive, and clearly worst on false additions
     results = run_rules(sample, design.family, order, order_rules(rules))
     if ranker == SCAN_RANKER:
         results.update(run_split(design, ranker, ntree, cache, sample, outcome))
@@ -564,9 +565,11 @@ def main() -> None:
     parser.add_argument("--designs", default="")
     parser.add_argument("--out", default=str(HERE / "selection_runs.jsonl"))
     parser.add_argument("--cache", default="/tmp/autoglmm-selection-cache")
+    parser.add_argument("--skip-rules", default="", help="run: rules left out, e.g. scan")
     parser.add_argument("--scan-ranker", default=SCAN_RANKER, help="Ranker of scan and split.")
     args = parser.parse_args()
     globals()["SCAN_RANKER"] = args.scan_ranker
+    SKIP_RULES.update(filter(None, args.skip_rules.split(",")))
     {"run": main_run, "report": main_report, "calibrate": main_calibrate}[args.what](args)
 
 
