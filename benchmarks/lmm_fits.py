@@ -1,4 +1,4 @@
-"""LMM fit speed at TIMSS scale: autoglmm vs mixedlm, statsmodels MixedLM and lme4.
+"""LMM fit speed at TIMSS scale: autoglmm vs mixedlm, lme-python, statsmodels MixedLM and lme4.
 
 Run: ``python benchmarks/lmm_fits.py [--reps N] [--skip-statsmodels] [--skip-r]``
 
@@ -94,6 +94,16 @@ def time_mixedlm(df, f, reps):
     return [("mixedlm", sec, float(m.logLik().value), "")]
 
 
+def time_lme_python(df, f, reps):
+    """lme-python (Rust, PyPI): ``lmer(formula, data, reml=False)``, the whole call."""
+    try:
+        import lme_python
+    except ImportError:
+        return [("lme-python", np.nan, np.nan, "not installed")]
+    sec, m = _median_time(lambda: lme_python.lmer(f, df, reml=False), reps)
+    return [("lme-python", sec, float(m.log_likelihood), f"converged={m.converged}")]
+
+
 def time_statsmodels(df, f, re_terms, reps):
     try:
         import statsmodels.formula.api as smf
@@ -161,6 +171,7 @@ def main() -> None:
         for name, re_terms in MODELS.items():
             f = formula(re_terms)
             results = time_autoglmm(df, f, args.reps) + time_mixedlm(df, f, args.reps)
+            results += time_lme_python(df, f, args.reps)
             if not args.skip_statsmodels:
                 results += time_statsmodels(df, f, re_terms, args.sm_reps)
             if not args.skip_r:

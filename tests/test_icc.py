@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from autoglmm.errors import UsageError
+from autoglmm.errors import DataError, UsageError
 from autoglmm.icc import icc, level1_variance
 
 
@@ -61,3 +61,12 @@ def test_zero_between_variance_gives_zero() -> None:
 def test_bad_arguments(args, kwargs, match) -> None:
     with pytest.raises(UsageError, match=match):
         icc(*args, **kwargs)
+
+
+@pytest.mark.parametrize("tau2", [math.inf, math.nan])
+def test_non_finite_tau2_is_a_data_error_saying_what_to_do(tau2) -> None:
+    # a fit on extreme values gives it: a data problem (exit 1), not a wrong call (exit 2)
+    with pytest.raises(DataError, match="tau2 of the null model is not finite") as err:
+        icc("gaussian", tau2, sigma2=1.0)
+    assert err.value.exit_code == 1 and "recode" in str(err.value)
+    assert "\n" not in str(err.value)

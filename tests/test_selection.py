@@ -18,6 +18,7 @@ import pytest
 from scipy import stats
 
 import autoglmm.fitting
+import autoglmm.prepared
 from autoglmm.datasets import recovery, simulate_lsa
 from autoglmm.errors import DataError, UsageError
 from autoglmm.fitting import fit
@@ -268,14 +269,17 @@ def test_not_converged_candidate_is_recorded_and_skipped(sim, monkeypatch):
     s, data = sim
     nulls = null_items(s.truth, data, 3)
     real_fit = autoglmm.fitting.fit
+    real_prepared_fit = autoglmm.prepared.PreparedSample.fit
 
-    def failing_fit(formula, *args, **kwargs):
-        result = real_fit(formula, *args, **kwargs)
-        if "screen_time" in formula:
+    def forced(result):
+        if "screen_time" in result.formula:
             return dataclasses.replace(result, converged=False, messages=["forced failure"])
         return result
 
-    monkeypatch.setattr(autoglmm.fitting, "fit", failing_fit)
+    # the search fits through its prepared design, and through fit() when it cannot
+    monkeypatch.setattr(autoglmm.fitting, "fit", lambda *a, **k: forced(real_fit(*a, **k)))
+    monkeypatch.setattr(autoglmm.prepared.PreparedSample, "fit",
+                        lambda *a, **k: forced(real_prepared_fit(*a, **k)))  # fmt: skip
     ranking = ["ses", "screen_time", s.truth.slopes[1], nulls[0]]
     result = search(data, "math", "school", ranking=ranking, n_essential=0, patience=1,
                     progress=False)  # fmt: skip

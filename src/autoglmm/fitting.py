@@ -166,18 +166,50 @@ def fit(
 def make_fit(engine: EngineResult, frame: ModelFrame, formula: str) -> Fit:
     """Wrap an engine result with the names of its design into a frozen :class:`Fit`."""
     d = frame.design
-    x_names, z_names = list(d.x_names), list(d.z_names)
-    fixef = pd.Series(engine.beta, index=x_names, name="estimate")
-    vcov = pd.DataFrame(engine.vcov_beta, index=x_names, columns=x_names)
-    se = pd.Series(np.sqrt(np.diag(engine.vcov_beta)), index=x_names, name="se")
-    group = frame.group_name
-    cov_re = {group: pd.DataFrame(engine.cov_re, index=z_names, columns=z_names)}
-    ranef = pd.DataFrame(engine.ranef, index=pd.Index(d.group_levels, name=group), columns=z_names)
     fitted = None
     if engine.fitted is not None:
         values = np.empty(d.n)
         values[frame.order] = engine.fitted
         fitted = pd.Series(values, index=frame.row_index, name="fitted")
+    return assemble_fit(
+        engine, formula=formula, x_names=d.x_names, z_names=d.z_names, re_blocks=d.re_blocks,
+        nobs=d.n, group_levels=d.group_levels, group=frame.group_name,
+        response=frame.response_name, messages=frame.messages,
+        dropped_columns=frame.dropped_columns, row_hash=frame.row_hash, fitted=fitted,
+        x_matrix=d.X,
+    )  # fmt: skip
+
+
+def assemble_fit(
+    engine: EngineResult,
+    *,
+    formula: str,
+    x_names: tuple[str, ...],
+    z_names: tuple[str, ...],
+    re_blocks: tuple[int, ...],
+    nobs: int,
+    group_levels: tuple,
+    group: str,
+    response: str,
+    messages: tuple[str, ...],
+    dropped_columns: tuple[str, ...],
+    row_hash: str,
+    fitted: pd.Series | None = None,
+    x_matrix: np.ndarray | None = None,
+) -> Fit:
+    """The :class:`Fit` of an engine result, from names alone (no design needed).
+
+    The search's prepared designs (:mod:`autoglmm.prepared`) call this directly; the
+    engine's arrays are wrapped, not copied.
+    """
+    # one Index per axis, shared by the tables (building an Index is most of their cost)
+    x_index, z_index = pd.Index(list(x_names)), pd.Index(list(z_names))
+    levels = group_levels if isinstance(group_levels, pd.Index) else pd.Index(group_levels)
+    fixef = pd.Series(engine.beta, index=x_index, name="estimate", copy=False)
+    vcov = pd.DataFrame(engine.vcov_beta, index=x_index, columns=x_index, copy=False)
+    se = pd.Series(np.sqrt(np.diag(engine.vcov_beta)), index=x_index, name="se", copy=False)
+    cov_re = {group: pd.DataFrame(engine.cov_re, index=z_index, columns=z_index, copy=False)}
+    ranef = pd.DataFrame(engine.ranef, index=levels.rename(group), columns=z_index, copy=False)
     return Fit(
         formula=formula,
         family=engine.family,
@@ -187,25 +219,25 @@ def make_fit(engine: EngineResult, frame: ModelFrame, formula: str) -> Fit:
         loglik=float(engine.loglik),
         deviance=float(engine.deviance),
         df=int(engine.n_params),
-        nobs=d.n,
-        ngroups=d.m,
+        nobs=nobs,
+        ngroups=len(group_levels),
         group=group,
-        response=frame.response_name,
+        response=response,
         fixef=fixef,
         se=se,
         vcov=vcov,
         cov_re=cov_re,
-        re_names={group: z_names},
-        re_blocks=d.re_blocks,
+        re_names={group: list(z_names)},
+        re_blocks=re_blocks,
         sigma2=None if engine.sigma2 is None else float(engine.sigma2),
         ranef=ranef,
         converged=bool(engine.convergence.converged),
         singular=bool(engine.convergence.singular),
-        messages=list(frame.messages) + list(engine.convergence.messages),
-        dropped_columns=frame.dropped_columns,
-        row_hash=frame.row_hash,
+        messages=list(messages) + list(engine.convergence.messages),
+        dropped_columns=dropped_columns,
+        row_hash=row_hash,
         theta=np.asarray(engine.theta, dtype=float),
         convergence=engine.convergence,
         fitted=fitted,
-        x_matrix=d.X,
+        x_matrix=x_matrix,
     )

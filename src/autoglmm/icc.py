@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from autoglmm.errors import UsageError
+from autoglmm.errors import DataError, UsageError
 
 _DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
 
@@ -71,8 +71,13 @@ def icc(
     >>> round(icc("binomial", 0.5, link="probit"), 4)
     0.3333
     """
-    if not math.isfinite(tau2) or tau2 < 0:
-        raise UsageError(f"tau2 must be a finite variance >= 0, got {tau2}")
+    if not math.isfinite(tau2):  # a fit on extreme values, not a wrong call
+        raise DataError(
+            f"the between-group variance tau2 of the null model is not finite ({tau2}); "
+            "check the outcome for extreme values or missing-value codes and recode them"
+        )
+    if tau2 < 0:
+        raise UsageError(f"tau2 must be a variance >= 0, got {tau2}")
     v1 = level1_variance(family, link, sigma2=sigma2, tau2=tau2, beta0=beta0)
     total = tau2 + v1
     return float(tau2 / total) if total > 0 else 0.0

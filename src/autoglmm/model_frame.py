@@ -127,6 +127,10 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
+    if values.dtype.kind == "f" and values.size:  # the common case in two reductions:
+        hi, lo = values.max(), values.min()  # NaN and inf propagate into these
+        if np.isfinite(hi) and np.isfinite(lo) and max(hi, -lo) <= MAX_ABS:
+            return None
     what = f"column '{label}'" if label in ev.columns else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
         big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
@@ -189,16 +193,21 @@ class _Builder:
         blocks = [np.ones((self.n, 1))] if terms.intercept else []
         names = ["(Intercept)"] if terms.intercept else []
         for term, coding in zip(terms.terms, codings, strict=True):
-            block, block_names = self.variable_columns(term[0], coding[0])
-            for var, contrast in zip(term[1:], coding[1:], strict=True):
-                cols, col_names = self.variable_columns(var, contrast)
-                # the earlier variables vary fastest, as in R's model.matrix
-                block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
-                block_names = [f"{a}:{b}" for b in col_names for a in block_names]
+            block, block_names = self.term_block(term, coding)
             blocks.append(block)
             names.extend(block_names)
         X = np.column_stack(blocks) if blocks else np.empty((self.n, 0))
         return X, names
+
+    def term_block(self, term: tuple, coding: list[bool]) -> tuple[np.ndarray, list[str]]:
+        """The columns of one term under its coding (one of :func:`_codings`' lists)."""
+        block, block_names = self.variable_columns(term[0], coding[0])
+        for var, contrast in zip(term[1:], coding[1:], strict=True):
+            cols, col_names = self.variable_columns(var, contrast)
+            # the earlier variables vary fastest, as in R's model.matrix
+            block = (block[:, None, :] * cols[:, :, None]).reshape(self.n, -1)
+            block_names = [f"{a}:{b}" for b in col_names for a in block_names]
+        return block, block_names
 
 
 def _codings(terms: TermList, is_factor) -> list[list[bool]]:
@@ -239,13 +248,14 @@ def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
     uses to drop rank-deficient columns, so the later of two collinear columns goes.
     Cost O(n p^2); the loop is over columns, never rows.
     """
-    norms = np.linalg.norm(X, axis=0)
+    gram = X.T @ X
+    norms = np.sqrt(np.diag(gram))  # a pass over X saved: the norms are on X'X's diagonal
     if X.shape[1] and np.all(norms > 0):
         # Quick accept: the Cholesky pivots of the column-scaled X'X are the squared
         # relative residuals; all above 1e-10 (residual > 1e-5, far from the 1e-7 cut)
         # means full rank. Anything closer is decided by the exact scan below.
         try:
-            chol = np.linalg.cholesky((X.T @ X) / np.outer(norms, norms))
+            chol = np.linalg.cholesky(gram / np.outer(norms, norms))
             if np.min(np.diag(chol)) ** 2 > 1e-10:
                 return np.ones(X.shape[1], bool)
         except np.linalg.LinAlgError:
@@ -317,9 +327,26 @@ def _weights(weights, ev: Evaluator) -> np.ndarray | None:
     return w
 
 
-def _check_weights(w: np.ndarray | None) -> None:
-    if w is not None and (not np.all(np.isfinite(w)) or np.any(w < 0)):
-        raise DataError("weights must be finite and non-negative; fix or drop those rows")
+def _check_weights(w: np.ndarray | None, weights, rows: pd.Index) -> None:
+    """Prior weights must be finite and positive (on the rows the model uses).
+
+    A weight of 0 is refused here rather than dropped: lme4 keeps such a row and reports a
+    log-likelihood of -Inf for a gaussian model (its residual variance there is infinite),
+    and silently dropping rows would change the sample every model of a search shares.
+    """
+    if w is None:
+        return
+    what = f"weights column '{weights}'" if isinstance(weights, str) else "weights"
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise DataError(f"{what} must be finite and non-negative; fix or drop those rows")
+    zero = w == 0
+    if zero.any():
+        raise DataError(
+            f"{what} has {int(zero.sum())} zero weight(s) (first at row "
+            f"{rows[int(np.flatnonzero(zero)[0])]}); prior weights must be positive: drop "
+            "those rows or give them a positive weight"
+        )
 
 
 def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
@@ -418,7 +445,8 @@ def build_model_frame(
         raise UsageError(f"the fixed part {parsed.fixed_text!r} has no columns; add '1' at least")
     y, trials = _finish_response(parsed, response_value, builder, family)
     w = None if w is None else builder.used(w)
-    _check_weights(w)
+    row_index = data.index if builder.rows is None else data.index.take(builder.rows)
+    _check_weights(w, weights, row_index)
     if trials is not None:
         w = trials if w is None else w * trials
     offset = sum(
@@ -442,7 +470,7 @@ def build_model_frame(
     return ModelFrame(
         design=design,
         order=order,
-        row_index=data.index if builder.rows is None else data.index.take(builder.rows),
+        row_index=row_index,
         row_hash=_row_hash(mask, y),
         dropped_columns=dropped,
         n_dropped_rows=n_dropped,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,17 +222,53 @@ def rank_predictors(
     >>> r = rank_predictors(sim.data, "math", "school", ntree=500, seed=1)  # doctest: +SKIP
     >>> r.names[:5]                                                      # doctest: +SKIP
     """
-    from autoglmm.forest.merf import MixedEffectsRandomForest
     from autoglmm.sample import build_sample
 
-    if int(n_repeats) < 1 or int(ntree) < 1:
-        raise UsageError("ntree and n_repeats must be positive integers; e.g. --ntree 2000")
-    options = _forest_options(forest_options)
-    recorded = dict(options)
+    _check_counts(ntree, n_repeats)
+    _forest_options(forest_options)  # a bad preset name is an error before the sample's
     sample = build_sample(
         data, outcome, group, predictors=predictors, exclude=exclude,
         max_missing=max_missing, min_group_size=min_group_size, family=family,
     )  # fmt: skip
+    return rank_sample(
+        sample, family=family, ntree=ntree, mtry=mtry, min_samples_leaf=min_samples_leaf,
+        seed=seed, n_repeats=n_repeats, n_jobs=n_jobs, progress=progress,
+        forest_options=forest_options,
+    )  # fmt: skip
+
+
+def _check_counts(ntree: int, n_repeats: int) -> None:
+    if int(n_repeats) < 1 or int(ntree) < 1:
+        raise UsageError("ntree and n_repeats must be positive integers; e.g. --ntree 2000")
+
+
+def rank_sample(
+    sample: Any,
+    *,
+    family: str = "gaussian",
+    ntree: int = 2000,
+    mtry: int | None = None,
+    min_samples_leaf: int = 5,
+    seed: int | None = None,
+    n_repeats: int = 1,
+    n_jobs: int | None = None,
+    progress: ProgressArg = False,
+    forest_options: dict[str, Any] | str | None = None,
+    data: pd.DataFrame | None = None,
+) -> Ranking:
+    """:func:`rank_predictors` on an :class:`~autoglmm.sample.AnalysisSample` already built.
+
+    The search builds its sample once and ranks it here. ``data`` replaces
+    ``sample.data`` (same rows and columns, e.g. the search's standardized copy).
+    """
+    from autoglmm.forest.merf import MixedEffectsRandomForest
+
+    _check_counts(ntree, n_repeats)
+    options = _forest_options(forest_options)
+    recorded = dict(options)
+    outcome, group = sample.outcome, sample.group
+    if data is not None:
+        sample = replace(sample, data=data)
     names = list(sample.predictors)
     if mtry is not None and not 1 <= int(mtry) <= len(names):
         raise UsageError(f"mtry must be between 1 and the {len(names)} predictors, got {mtry}")

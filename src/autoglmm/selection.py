@@ -258,6 +258,7 @@ class _Context:
         self.level2 = set(sample.level2)
         self.n_fits = 0
         self.progress = _Progress(progress)
+        self._prepared: Any = None  # the search's PreparedSample (built with the null fit)
 
     def close(self) -> None:
         self.progress.close()
@@ -274,12 +275,35 @@ class _Context:
         return f"C({_quote(name)})" if name in self.categorical else _quote(name)
 
     def fit_terms(self, terms: Terms, start: Any = None) -> Any:
-        """ML fit of ``terms`` on the analysis rows, warm-started from ``start`` (a Fit)."""
-        from autoglmm.fitting import fit
+        """ML fit of ``terms`` on the analysis rows, warm-started from ``start`` (a Fit).
 
+        The fit :func:`autoglmm.fit` would make, through the search's one prepared design
+        (:mod:`autoglmm.prepared`): each candidate updates the columns and cross-products
+        of the sample instead of rebuilding its model frame from the formula.
+        """
         self.n_fits += 1
         warm = start.start_values() if start is not None else None
-        return fit(self.formula(terms), self.data, family=self.family, reml=False, start=warm)
+        formula = self.formula(terms)
+        design = self.prepared_design(formula)
+        if design is None:
+            from autoglmm.fitting import fit
+
+            return fit(formula, self.data, family=self.family, reml=False, start=warm)
+        return self._prepared.fit(design, warm)
+
+    def prepared_design(self, formula: str) -> Any:
+        """The prepared design of ``formula`` (None: build it with :func:`fit`)."""
+        if self._prepared is None:
+            from autoglmm.fitting import _check_options
+            from autoglmm.prepared import PreparedSample, Unprepared
+
+            null = self.formula(Terms())
+            _, link = _check_options(self.family, None, False, 1)
+            try:
+                self._prepared = PreparedSample(self.data, null, self.family, link)
+            except Unprepared:
+                self._prepared = False
+        return self._prepared.design(formula) if self._prepared else None
 
     def skip_reason(self, stage: str, term: Any) -> str | None:
         """Why a slope candidate cannot have a random slope (None when it can)."""
@@ -491,18 +515,15 @@ def _user_ranking_object(names: list[str], sample: Any) -> Any:
 
 
 def _forest_ranking(sample: Any, data: pd.DataFrame, params: dict, seed: int) -> Any:
-    from autoglmm.ranking import rank_predictors
+    """The MERF ranking of the search's own sample (built once, not again for the forest)."""
+    from autoglmm.ranking import rank_sample
 
-    return rank_predictors(
-        data,
-        sample.outcome,
-        sample.group,
+    return rank_sample(
+        sample,
+        data=data,
         family=params["family"],
-        predictors=list(sample.predictors),
         ntree=params["ntree"],
         mtry=params["mtry"],
-        max_missing=params["max_missing"],
-        min_group_size=params["min_group_size"],
         seed=seed,
         n_jobs=params["n_jobs"],
         progress=params["progress"],
@@ -650,12 +671,9 @@ def _build(
 
 def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
     """Raudenbush & Bryk and Nakagawa R² of one model of the search (see autoglmm.r2)."""
-    from autoglmm.formula import parse_formula
-    from autoglmm.model_frame import build_model_frame
     from autoglmm.r2 import r2_all
 
-    frame = build_model_frame(parse_formula(ctx.formula(terms)), ctx.data, family=ctx.family)
-    design = frame.design
+    design = _design_of(ctx, terms)
     beta = fit.fixef.reindex(list(design.x_names)).fillna(0.0).to_numpy(dtype=float)
     null_cov = cov_re_of(null, ctx.group)
     lam = None
@@ -672,6 +690,19 @@ def model_r2(fit: Any, null: Any, ctx: _Context, terms: Terms) -> dict:
         link=getattr(fit, "link", None),
         lam=lam,
     )
+
+
+def _design_of(ctx: _Context, terms: Terms) -> Any:
+    """The sorted design of a model of the search: from its prepared columns when it has
+    them (no model frame rebuilt), else from its formula."""
+    formula = ctx.formula(terms)
+    prepared = ctx.prepared_design(formula)
+    if prepared is not None:
+        return ctx._prepared.grouped_design(prepared)
+    from autoglmm.formula import parse_formula
+    from autoglmm.model_frame import build_model_frame
+
+    return build_model_frame(parse_formula(formula), ctx.data, family=ctx.family).design
 
 
 def _quote(name: str) -> str:

@@ -52,6 +52,7 @@ _SUMMARIES: dict[str, Callable[[np.ndarray], float]] = {
     "min": np.min, "max": np.max,
 }  # fmt: skip
 _FACTOR_FUNCS = ("factor", "as.factor", "C", "relevel")
+_FLOAT64 = np.dtype(np.float64)
 _ARITH: dict[str, Callable] = {
     "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
     "%%": np.mod, "%/%": np.floor_divide,
@@ -142,6 +143,10 @@ class Evaluator:
             )
         column = self.column(name)
         dtype = column.dtype
+        if dtype == _FLOAT64:  # the common case: the column's own array, read-only, no copy
+            values = column.to_numpy().view()
+            values.flags.writeable = False
+            return Numeric(values[:, None], ("",))
         if pd.api.types.is_bool_dtype(dtype) and not column.isna().any():
             return Factor(column.to_numpy(dtype=np.int64), (False, True))
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):

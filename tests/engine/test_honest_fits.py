@@ -39,12 +39,31 @@ def _binary(m=40, nper=12, seed=3, slope=False):
 
 
 def test_zero_prior_weight_is_a_data_error(reference_data) -> None:
-    # was: loglik = -inf reported as converged after 6 evaluations
+    # was: loglik = -inf reported as converged after 6 evaluations (lme4: logLik -Inf)
     sleep = reference_data("sleepstudy.csv")
     sleep["w"] = 1.0
     sleep.loc[4, "w"] = 0.0
-    with pytest.raises(DataError, match="prior weights must be positive: 1 row"):
+    msg = r"weights column 'w' has 1 zero weight\(s\) \(first at row 4\); prior weights must"
+    with pytest.raises(DataError, match=msg):
         autoglmm.fit(SLEEP, sleep, weights="w")
+    # the model frame refuses it (naming the column), and so does the engine on its own
+    d = make_design(np.ones((6, 1)), np.arange(6.0), np.ones((6, 1)), np.repeat([0, 1], 3),
+                    re_blocks=(1,), weights=np.array([1, 1, 0, 1, 1, 1.0]))[0]  # fmt: skip
+    with pytest.raises(DataError, match="prior weights must be positive: 1 row"):
+        fit_lmm(d)
+
+
+def test_cli_fit_with_a_zero_weight_exits_1_naming_the_column(tmp_path, reference_data) -> None:
+    sleep = reference_data("sleepstudy.csv")
+    sleep["prec"] = 1.0
+    sleep.loc[10, "prec"] = 0.0
+    path = tmp_path / "sleep.csv"
+    sleep.to_csv(path, index=False)
+    out = CliRunner().invoke(app, ["fit", str(path), "--formula", SLEEP, "--weights", "prec"])
+    assert out.exit_code == 1, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and "weights column 'prec' has 1 zero weight" in lines[0]
+    assert "Traceback" not in out.output
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
@@ -103,6 +122,26 @@ def test_cli_fit_and_search_exit_1_on_extreme_values(tmp_path, reference_data) -
     out = CliRunner().invoke(app, [*args, "--min-group-size", "1", "--no-progress"])
     assert out.exit_code == 1, out.output
     assert "Reaction" in out.output and "RuntimeWarning" not in out.output
+
+
+def test_non_finite_tau2_in_search_is_a_data_error_exit_1(tmp_path, reference_data, monkeypatch):
+    # was: "tau2 must be a finite variance", a usage error (exit 2) for a data problem
+    import autoglmm.selection as selection
+
+    sleep = reference_data("sleepstudy.csv")
+    path = tmp_path / "sleep.csv"
+    sleep.to_csv(path, index=False)
+    ranking = tmp_path / "ranking.txt"
+    ranking.write_text("Days\n")
+    real = selection.cov_re_of
+    monkeypatch.setattr(selection, "cov_re_of", lambda fit, g: real(fit, g) * np.inf)
+    args = ["search", str(path), "-y", "Reaction", "-g", "Subject", "--ranking", str(ranking)]
+    out = CliRunner().invoke(app, [*args, "--min-group-size", "1", "--no-progress",
+                                   "--out", str(tmp_path / "out")])  # fmt: skip
+    assert out.exit_code == 1, out.output
+    assert "tau2 of the null model is not finite" in out.output
+    assert "recode" in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "out").exists()
 
 
 # 2. identifiability ------------------------------------------------------------------

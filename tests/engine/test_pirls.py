@@ -9,7 +9,6 @@ from scipy import optimize
 from autoglmm.engine.design import make_design
 from autoglmm.engine.families import BINOMIAL_LOGIT, BINOMIAL_PROBIT, POISSON_LOG, row_dev
 from autoglmm.engine.glmm import GlmmWorkspace
-from autoglmm.engine.pirls import chol_inplace, chol_solve
 
 
 def simulate(code: int, re_blocks=(2,), m=12, nper=15, seed=0):
@@ -29,19 +28,6 @@ def simulate(code: int, re_blocks=(2,), m=12, nper=15, seed=0):
 
 THETA = {(2,): np.array([0.8, -0.3, 0.5]), (1, 1): np.array([0.8, 0.5])}
 BETA = np.array([0.1, 0.4, -0.3])
-
-
-def test_small_cholesky_helpers() -> None:
-    rng = np.random.default_rng(0)
-    B = rng.normal(size=(3, 3))
-    H = B @ B.T + np.eye(3)
-    L = H.copy()
-    assert chol_inplace(L)
-    np.testing.assert_allclose(L, np.linalg.cholesky(H), rtol=1e-13)
-    x = np.empty(3)
-    chol_solve(L, np.array([1.0, 2.0, 3.0]), x)
-    np.testing.assert_allclose(H @ x, [1, 2, 3], rtol=1e-12)
-    assert not chol_inplace(-np.eye(2))
 
 
 @pytest.mark.parametrize("code", [BINOMIAL_LOGIT, BINOMIAL_PROBIT, POISSON_LOG])

@@ -12,6 +12,7 @@ correlated 2x2 block (``(1 + x | g)``), ``(1, 1)`` means two uncorrelated terms
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,9 +143,13 @@ def theta_start(re_blocks: tuple[int, ...]) -> np.ndarray:
 def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of Lambda for each theta element (column-major lower triangles).
 
-    The one theta -> Lambda map of the package: both engines build Lambda as
-    ``lam[rows, cols] = theta`` with these positions.
+    Computed once per block structure (cached; the arrays are read-only).
     """
+    return _positions(tuple(int(k) for k in re_blocks))
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     rows, cols, offset = [], [], 0
     for k in re_blocks:
         for col in range(k):
@@ -152,11 +157,18 @@ def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]
                 rows.append(offset + row)
                 cols.append(offset + col)
         offset += k
-    return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+    out = np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def lambda_from_theta(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray:
-    """The q x q lower-triangular relative covariance factor Lambda (block diagonal)."""
+    """The q x q lower-triangular relative covariance factor Lambda (block diagonal).
+
+    The one theta -> Lambda map of the package: every engine builds Lambda here, as
+    ``lam[rows, cols] = theta`` with :func:`theta_positions`.
+    """
     rows, cols = theta_positions(re_blocks)
     q = sum(re_blocks)
     lam = np.zeros((q, q))
@@ -252,7 +264,13 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
         raise DataError(
             f"prior weights must be positive: {n_bad} row(s) have weight <= 0; drop those rows"
         )
-    n, m = design.n, design.m
+    check_sizes(design.n, design.m, design.re_blocks, design.z_names, gaussian=gaussian)
+
+
+def check_sizes(
+    n: int, m: int, re_blocks: tuple[int, ...], z_names: tuple[str, ...], *, gaussian: bool
+) -> None:
+    """The identifiability part of :func:`check_design`, from the sizes alone (no rows)."""
     too_many = (lambda k: k >= n) if gaussian else (lambda k: k > n)
     relation = "fewer than" if gaussian else "at most"
     if too_many(m):
@@ -261,8 +279,8 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
             f"must be {relation} the number of observations (as lme4 requires): group by a "
             "higher-level unit, not by a row identifier"
         )
-    names = iter(design.z_names)
-    for k in design.re_blocks:
+    names = iter(z_names)
+    for k in re_blocks:
         term = ", ".join(next(names) for _ in range(k))
         if too_many(m * k):
             raise DataError(

@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_limits
 from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
+    lambda_from_theta,
     theta_lower,
     theta_positions,
     theta_start,
@@ -126,9 +127,7 @@ class GlmmWorkspace:
         self.n_eval = 0
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        lam = np.zeros((self.design.q, self.design.q))
-        lam[self.theta_rows, self.theta_cols] = theta
-        return lam
+        return lambda_from_theta(theta, self.design.re_blocks)
 
     def modes(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None = None) -> Modes:
         """PIRLS at (theta, beta) from the warm start ``u0`` (zeros when None; not changed)."""
@@ -149,15 +148,20 @@ class GlmmWorkspace:
         ``inf`` when PIRLS failed there (its value would not be the deviance)."""
         if not md.ok:
             return np.inf
+        return float(self.per_group(md).sum() + self.const)
+
+    def per_group(self, md: Modes) -> np.ndarray:
+        """(m,) each group's deviance at the modes ``md`` without the family's constant:
+        ``F_j(u_hat) + log det H_j`` (Laplace) or its adaptive quadrature value."""
         if self.rule is None:
-            return float(md.dev.sum() + md.usq.sum() + md.logdet.sum() + self.const)
+            return md.dev + md.usq + md.logdet
         d = self.design
         nodes, logw = self.rule
-        per_group = agq_deviance(
-            self.code, md.eta0, md.A, md.lam, d.y, d.weights, d.starts, md.u, md.L,
+        inner = agq_deviance(
+            self.code, md.eta0, md.A, md.rows[3], d.y, d.weights, d.starts, md.u, md.L,
             md.dev + md.usq, nodes, logw,
         )  # fmt: skip
-        return float(per_group.sum() + md.logdet.sum() + self.const)
+        return inner + md.logdet
 
     def deviance(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None = None) -> float:
         """lme4's glmer deviance at (theta, beta) (see :meth:`deviance_at`)."""
@@ -511,11 +515,12 @@ def _quadrature_note(work: GlmmWorkspace, theta, beta, u, f: float) -> str | Non
     """Say so when the AGQ log-likelihood at the estimate moves by more than
     ``QUADRATURE_TOL`` under a finer rule (``2 nagq + 1`` points, at most ~4000 nodes).
 
-    A product Gauss-Hermite rule can be off by tenths on data with large random-intercept
-    variances and few binary rows per group (Ohio wheeze data, nagq=9: 0.19; lme4's own
-    scalar rule at nAGQ=9 is off by 0.27 on its random-intercept model), because groups
-    with the same responses add the same error. The estimate is still reported; the note
-    tells the user to raise nagq before comparing log-likelihoods.
+    A Gauss-Hermite rule can be off by tenths on data with large random-intercept
+    variances and few binary rows per group, because groups with the same responses add
+    the same error: lme4's own scalar rule at nAGQ=9 is off by 0.27 on the Ohio wheeze
+    random-intercept model (posteriors skewed by the children who never wheeze). The
+    estimate is still reported; the note tells the user to raise nagq before comparing
+    log-likelihoods.
     """
     nagq, q = work.nagq, work.design.q
     finer = min(2 * nagq + 1, int(4000 ** (1.0 / q)))

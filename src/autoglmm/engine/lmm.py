@@ -24,7 +24,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -33,6 +33,7 @@ from scipy import linalg
 from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
+    lambda_from_theta,
     theta_canonical,
     theta_lower,
     theta_positions,
@@ -42,6 +43,7 @@ from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
 
 _LOG2PI = float(np.log(2.0 * np.pi))
+_UNWEIGHTED = np.empty(0)  # w2 of the kernels below: no level-2 weights (every w_j = 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,18 +107,18 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     """
     w = design.weights
     X = np.ascontiguousarray(design.X)
-    sw = np.sqrt(w)
     y = design.y - design.offset
-    beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    Xw = X * w[:, None]
+    XtX = Xw.T @ X
+    beta0 = _centring(XtX, Xw, X, y, w)
     e0 = np.ascontiguousarray(y - X @ beta0)
     ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w, design.starts)
-    Xw = X * w[:, None]
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
         ZtZ=ZtZ,
         ZtX=ZtX,
         Zty=Zty,
-        XtX=Xw.T @ X,
+        XtX=XtX,
         Xty=Xw.T @ e0,
         yty=float(np.dot(w * e0, e0)),
         n=design.n,
@@ -128,10 +130,17 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     )
 
 
-def _lambda(theta: np.ndarray, ws: LMMWorkspace) -> np.ndarray:
-    lam = np.zeros((ws.q, ws.q))
-    lam[ws.rows, ws.cols] = theta
-    return lam
+def _centring(XtX, Xw, X, y, w) -> np.ndarray:
+    """The weighted least-squares beta0 that centres the statistics (any beta0 is exact;
+    a good one avoids cancellation). From the normal equations, refined once (X is of full
+    column rank); an SVD of X cost more than the rest of a small fit's workspace."""
+    try:
+        chol = linalg.cho_factor(XtX, check_finite=False)
+        beta0 = linalg.cho_solve(chol, Xw.T @ y, check_finite=False)
+        return beta0 + linalg.cho_solve(chol, Xw.T @ (y - X @ beta0), check_finite=False)
+    except (np.linalg.LinAlgError, linalg.LinAlgError):
+        sw = np.sqrt(w)
+        return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,8 +159,14 @@ class _Solution:
 
 
 @njit(cache=True)
-def _factor_groups(lam, ZtZ, ZtX, Zty):  # pragma: no cover - numba
-    """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum log|L_j|^2."""
+def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
+    """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum_j w_j log|L_j|^2.
+
+    ``w2`` holds level-2 weights (:mod:`autoglmm.engine.weighted_lmm`); empty means 1.
+    The Cholesky factor and the solves are written out on the stacked arrays, not calls
+    to :mod:`autoglmm.engine.kernels`: numba reference-counts every per-group view passed
+    to a function, which made this objective 1.9x slower with one random effect.
+    """
     m, q, p = ZtX.shape
     L = np.zeros((m, q, q))
     RZX = np.empty((m, q, p))
@@ -159,6 +174,7 @@ def _factor_groups(lam, ZtZ, ZtX, Zty):  # pragma: no cover - numba
     A = np.empty((q, q))
     logdet = 0.0
     for j in range(m):
+        wj = 1.0 if w2.shape[0] == 0 else w2[j]
         for a in range(q):  # A = Z'Z Lambda
             for b in range(q):
                 acc = 0.0
@@ -176,7 +192,7 @@ def _factor_groups(lam, ZtZ, ZtX, Zty):  # pragma: no cover - numba
                     if acc <= 0.0:
                         return L, RZX, cu, np.inf
                     L[j, a, a] = np.sqrt(acc)
-                    logdet += 2.0 * np.log(L[j, a, a])
+                    logdet += wj * (2.0 * np.log(L[j, a, a]))
                 else:
                     L[j, a, b] = acc / L[j, b, b]
         for a in range(q):  # forward solves L RZX = Lambda' Z'X and L cu = Lambda' Z'y
@@ -213,8 +229,9 @@ def _back_solve(L, B):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no cover
-    """Sums over groups: G = sum_j (Z_j'e_j) u_j' and T = sum_j d log det terms (q x q)."""
+def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: no cover
+    """Sums over groups: G = sum_j w_j (Z_j'e_j) u_j' and T = sum_j w_j d log det terms
+    (q x q); ``w2`` empty means every w_j = 1."""
     m, q, p = ZtX.shape
     G = np.zeros((q, q))
     T = np.zeros((q, q))
@@ -223,6 +240,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no c
     S = np.empty((q, q))
     zte = np.empty(q)
     for j in range(m):
+        wj = 1.0 if w2.shape[0] == 0 else w2[j]
         for a in range(q):
             acc = 0.0
             for c in range(q):
@@ -237,7 +255,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no c
             zte[a] = acc
         for a in range(q):
             for c in range(q):
-                G[a, c] += zte[a] * u[j, c]
+                G[a, c] += wj * zte[a] * u[j, c]
         for a in range(q):  # N = Lambda' Z'Z
             for c in range(q):
                 acc = 0.0
@@ -257,7 +275,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no c
                 S[a, c] = acc / L[j, a, a]
         for a in range(q):
             for c in range(q):
-                T[a, c] += S[a, c]
+                T[a, c] += wj * S[a, c]
         if reml:  # + KC_j (K_j' N - Z_j'X_j')
             for a in range(q):
                 for c in range(q):
@@ -272,21 +290,24 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml):  # pragma: no c
 
 
 @njit(cache=True)
-def _fixed_block(RZX, cu, XtX, Xty, yty):  # pragma: no cover - numba
-    """RX (lower Cholesky of X'X - sum RZX'RZX), beta, r2 and log|RX|^2, without BLAS.
+def _fixed_block(RZX, cu, XtX, Xty, yty, w2):  # pragma: no cover - numba
+    """RX (lower Cholesky of X'X - sum w_j RZX_j'RZX_j), beta, r2 and log|RX|^2, no BLAS.
 
-    Small dense products in numba avoid BLAS thread start-up, which dominates at this size
-    on a busy machine (measured: 2-10x slower with a threaded OpenBLAS).
+    ``w2`` empty means every w_j = 1 (``XtX``, ``Xty``, ``yty`` are then the plain sums;
+    with level-2 weights, their weighted sums). Small dense products in numba avoid BLAS
+    thread start-up, which dominates at this size on a busy machine (measured: 2-10x
+    slower with a threaded OpenBLAS).
     """
     m, q, p = RZX.shape
     A = XtX.copy()
     c = Xty.copy()
     cu2 = 0.0
     for j in range(m):
+        wj = 1.0 if w2.shape[0] == 0 else w2[j]
         for a in range(q):
-            cu2 += cu[j, a] * cu[j, a]
+            cu2 += wj * cu[j, a] * cu[j, a]
             for k in range(p):
-                r = RZX[j, a, k]
+                r = wj * RZX[j, a, k]
                 c[k] -= r * cu[j, a]
                 for l in range(k + 1):
                     A[k, l] -= r * RZX[j, a, l]
@@ -323,11 +344,11 @@ def _fixed_block(RZX, cu, XtX, Xty, yty):  # pragma: no cover - numba
 
 
 def _solve(theta: np.ndarray, ws: LMMWorkspace) -> _Solution:
-    lam = _lambda(np.asarray(theta, dtype=float), ws)
-    L, RZX, cu, logdet_L = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty)
+    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
+    L, RZX, cu, logdet_L = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty, _UNWEIGHTED)
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    RX, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX, ws.Xty, ws.yty)
+    RX, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX, ws.Xty, ws.yty, _UNWEIGHTED)
     if not np.isfinite(logdet_RX):
         raise np.linalg.LinAlgError("the fixed-effects block is not positive definite")
     return _Solution(lam, L, RZX, cu, RX.T, beta, max(r2, 1e-300), logdet_L, logdet_RX)
@@ -339,8 +360,14 @@ def _deviance_from(s: _Solution, ws: LMMWorkspace, reml: bool) -> float:
 
 def _criterion(logdet_L: float, logdet_RX: float, r2: float, ws: LMMWorkspace, reml: bool):
     n = ws.n - ws.p if reml else ws.n
-    dev = logdet_L - ws.sum_log_w + n * (1.0 + _LOG2PI + np.log(max(r2, 1e-300) / n))
+    dev = profiled_deviance(logdet_L, r2, n, ws.sum_log_w)
     return float(dev + logdet_RX) if reml else float(dev)
+
+
+def profiled_deviance(logdet_L: float, r2: float, n: float, sum_log_w: float = 0.0) -> float:
+    """``log|L|^2 - sum log w + n (1 + log(2 pi r2 / n))``: -2 log-likelihood at the
+    profiled beta and ``sigma2 = r2 / n`` (``n`` the (weighted) number of observations)."""
+    return float(logdet_L - sum_log_w + n * (1.0 + _LOG2PI + np.log(max(r2, 1e-300) / n)))
 
 
 @njit(cache=True)
@@ -387,7 +414,7 @@ def _reml_factors(L, RZX, R):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad):  # pragma: no cover
+def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2):  # pragma: no cover
     """One evaluation in one call: log|L|^2, log|RX|^2, r2 and the gradient sums G, T.
 
     Fusing the steps keeps Python out of the optimizer's inner loop (measured: half of an
@@ -396,10 +423,10 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad):  # pragma: n
     q = lam.shape[0]
     G = np.zeros((q, q))
     T = np.zeros((q, q))
-    L, RZX, cu, logdet_L = _factor_groups(lam, ZtZ, ZtX, Zty)
+    L, RZX, cu, logdet_L = _factor_groups(lam, ZtZ, ZtX, Zty, w2)
     if not np.isfinite(logdet_L):
         return logdet_L, np.inf, 1.0, G, T
-    R, beta, r2, logdet_RX = _fixed_block(RZX, cu, XtX, Xty, yty)
+    R, beta, r2, logdet_RX = _fixed_block(RZX, cu, XtX, Xty, yty, w2)
     if not want_grad or not np.isfinite(logdet_RX):
         return logdet_L, logdet_RX, r2, G, T
     u = _modes(L, RZX, cu, beta)
@@ -408,25 +435,29 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad):  # pragma: n
     else:
         K = np.empty((0, 0, 0))
         KC = np.empty((0, 0, 0))
-    G, T = _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml)
+    G, T = _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2)
     return logdet_L, logdet_RX, r2, G, T
 
 
 def _evaluate(theta: np.ndarray, ws: LMMWorkspace, reml: bool, want_grad: bool):
-    lam = _lambda(np.asarray(theta, dtype=float), ws)
+    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
     logdet_L, logdet_RX, r2, G, T = _objective(
-        lam, ws.ZtZ, ws.ZtX, ws.Zty, ws.XtX, ws.Xty, ws.yty, reml, want_grad
+        lam, ws.ZtZ, ws.ZtX, ws.Zty, ws.XtX, ws.Xty, ws.yty, reml, want_grad, _UNWEIGHTED
     )
     if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
         return np.inf, np.full(len(theta), np.nan)
     dev = _criterion(logdet_L, logdet_RX, r2, ws, reml)
     if not want_grad:
         return dev, None
-    # d r2 / d theta_k = -2 sum_j (Z_j'W e_j)_r u_jc (envelope theorem) for theta_k at
-    # Lambda[r, c]; d log|M| = 2 tr(M^-1 Lambda' Z'Z E_rc) (+ the REML fixed-effects block)
     n = ws.n - ws.p if reml else ws.n
-    r2 = max(r2, 1e-300)
-    return dev, 2.0 * T[ws.cols, ws.rows] - 2.0 * n / r2 * G[ws.rows, ws.cols]
+    return dev, theta_gradient(T, G, r2, n, ws.rows, ws.cols)
+
+
+def theta_gradient(T, G, r2: float, n: float, rows, cols) -> np.ndarray:
+    """d deviance / d theta from the sums of :func:`_gradient_sums`: theta_k sits at
+    Lambda[r, c]; d r2 = -2 sum_j w_j (Z_j'W e_j)_r u_jc (envelope theorem) and
+    d log|M| = 2 tr(M^-1 Lambda' Z'Z E_rc) (+ the REML fixed-effects block)."""
+    return 2.0 * T[cols, rows] - 2.0 * n / max(r2, 1e-300) * G[rows, cols]
 
 
 def deviance(theta: np.ndarray, ws: LMMWorkspace, reml: bool = False) -> float:
@@ -502,48 +533,72 @@ def fit_lmm(
 def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
     check_design(design, gaussian=True)
     ws = make_workspace(design)
-    lower = theta_lower(design.re_blocks)
-    x0 = theta_start(design.re_blocks)
+    result = _fit_workspace(ws, reml, start, rng_seed)
+    b_rows = result.ranef[design.group]
+    fitted = design.offset + design.X @ result.beta + np.einsum("ij,ij->i", design.Z, b_rows)
+    return replace(result, fitted=fitted)
+
+
+def fit_lmm_workspace(
+    ws: LMMWorkspace, reml: bool = False, start: np.ndarray | None = None, *, rng_seed: int = 0
+) -> EngineResult:
+    """Fit from prepared sufficient statistics (no rows): :func:`fit_lmm` without the design.
+
+    For callers that build ``ws`` themselves, e.g. a search updating one prepared design
+    (``autoglmm.prepared``); the result has no fitted values (``fitted`` is None).
+    """
+    with single_threaded_blas():
+        return _fit_workspace(ws, reml, start, rng_seed)
+
+
+def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> EngineResult:
+    theta, report = optimize_theta(
+        lambda t: deviance_and_gradient(t, ws, reml), ws.re_blocks, start, rng_seed
+    )
+    est = estimates_at(theta, ws, reml)
+    return gaussian_result(theta, est, ws.p, reml, report)
+
+
+def optimize_theta(objective, re_blocks: tuple[int, ...], start, rng_seed: int):
+    """Minimise a (deviance, gradient) objective over theta from lme4's start (or ``start``)
+    with the shared optimizer and its checks; returns (theta, convergence report)."""
+    lower = theta_lower(re_blocks)
+    x0 = theta_start(re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
-        x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
+        x0 = theta_canonical(np.asarray(start, dtype=float), re_blocks)
         # a zero diagonal (a singular smaller model) is a stationary point of the deviance
         # in that coordinate by symmetry: start just inside instead
         diag = np.isfinite(lower)
         x0[diag] = np.maximum(x0[diag], 0.1)
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        return deviance_and_gradient(theta, ws, reml)
-
     theta, _, report = optimize(
         objective,
         x0,
         lower,
         jac=True,
-        canonical=lambda t: theta_canonical(t, design.re_blocks),
+        canonical=lambda t: theta_canonical(t, re_blocks),
         rng_seed=rng_seed,
     )
-    est = estimates_at(theta, ws, reml)
-    fitted = (
-        design.offset
-        + design.X @ est.beta
-        + np.einsum("ij,ij->i", design.Z, est.ranef[design.group])
-    )
+    return theta, report
+
+
+def gaussian_result(theta, est, p: int, reml: bool, report, vcov_beta=None) -> EngineResult:
+    """The engine result of a gaussian fit from its estimates (``est`` has ``beta``,
+    ``sigma2``, ``cov_re``, ``ranef``, ``deviance``; ``vcov_beta`` defaults to theirs)."""
     return EngineResult(
         theta=theta,
         beta=est.beta,
-        vcov_beta=est.vcov_beta,
+        vcov_beta=est.vcov_beta if vcov_beta is None else vcov_beta,
         cov_re=est.cov_re,
         sigma2=float(est.sigma2),
         ranef=est.ranef,
         loglik=-0.5 * est.deviance,
         deviance=est.deviance,
-        n_params=design.p + len(theta) + 1,
+        n_params=p + len(theta) + 1,
         family="gaussian",
         link="identity",
         nagq=1,
         reml=reml,
         convergence=report,
-        fitted=fitted,
     )
 
 
@@ -553,5 +608,6 @@ __all__ = [
     "deviance_and_gradient",
     "estimates_at",
     "fit_lmm",
+    "fit_lmm_workspace",
     "make_workspace",
 ]

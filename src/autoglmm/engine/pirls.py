@@ -20,54 +20,10 @@ import numpy as np
 from numba import njit
 
 from autoglmm.engine.families import BINOMIAL_PROBIT, row_all
+from autoglmm.engine.kernels import chol_inplace, chol_solve, forward
 
 MAX_ITER = 60
 MAX_HALVINGS = 30
-
-
-@njit(cache=True)
-def chol_inplace(H: np.ndarray) -> bool:
-    """Lower Cholesky factor of a small SPD matrix, in place (upper part zeroed)."""
-    q = H.shape[0]
-    for j in range(q):
-        d = H[j, j]
-        for k in range(j):
-            d -= H[j, k] * H[j, k]
-        if d <= 0.0:
-            return False
-        d = np.sqrt(d)
-        H[j, j] = d
-        for i in range(j + 1, q):
-            v = H[i, j]
-            for k in range(j):
-                v -= H[i, k] * H[j, k]
-            H[i, j] = v / d
-        for i in range(j):
-            H[i, j] = 0.0
-    return True
-
-
-@njit(cache=True)
-def forward(L: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """Solve ``L x = b`` (L lower triangular)."""
-    q = L.shape[0]
-    for i in range(q):
-        v = b[i]
-        for k in range(i):
-            v -= L[i, k] * out[k]
-        out[i] = v / L[i, i]
-
-
-@njit(cache=True)
-def chol_solve(L: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """Solve ``L L' x = b``."""
-    q = L.shape[0]
-    forward(L, b, out)
-    for i in range(q - 1, -1, -1):
-        v = out[i]
-        for k in range(i + 1, q):
-            v -= L[k, i] * out[k]
-        out[i] = v / L[i, i]
 
 
 @njit(cache=True)
@@ -152,7 +108,8 @@ def pirls_modes(code, eta0, A, y, wt, starts, u, tol):
             if not chol_inplace(Hs):
                 status[j] = 3
                 break
-            chol_solve(Hs, g, step)
+            step[:] = g
+            chol_solve(Hs, step.reshape((q, 1)))
             decrement = 0.0
             for a in range(q):
                 decrement += g[a] * step[a]
@@ -241,7 +198,8 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
                 S[a, b] = 0.0
         for i in range(lo, hi):
             s, s2, w, w1 = rows[0, i], rows[1, i], rows[2, i], rows[3, i]
-            forward(L, A[i], tmp)
+            tmp[:] = A[i]
+            forward(L, tmp.reshape((q, 1)))
             h = 0.0
             for a in range(q):
                 h += tmp[a] * tmp[a]
@@ -256,7 +214,8 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
                     S[a, b] += w * Z[i, a] * Z[i, b]
         if not chol_inplace(Ho):  # observed curvature not PD (probit far from the mode)
             return r, G, False
-        chol_solve(Ho, v, wv)
+        wv[:] = v
+        chol_solve(Ho, wv.reshape((q, 1)))
         for i in range(lo, hi):
             wa = 0.0
             for a in range(q):
@@ -275,7 +234,8 @@ def laplace_gradient(A, Z, lam, starts, u, Ls, rows):
         for rr in range(q):
             for a in range(q):
                 rhs[a] = LtS[a, rr]
-            chol_solve(L, rhs, col)
+            col[:] = rhs
+            chol_solve(L, col.reshape((q, 1)))
             for cc in range(q):
                 G[rr, cc] += (
                     (Zs[rr] + Zc[rr] - 0.5 * Zt[rr]) * uj[cc]

@@ -25,16 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.design import theta_positions
+from autoglmm.engine.design import lambda_from_theta, theta_positions
+from autoglmm.engine.kernels import chol_lambda, chol_solve
 from autoglmm.engine.weighted_glmm import WeightedGlmmFit
-from autoglmm.engine.weighted_lmm import (
-    WeightedLMMEstimates,
-    WeightedWorkspace,
-    _chol_group,
-    _lambda,
-    _solve_lower,
-    _solve_upper,
-)
+from autoglmm.engine.weighted_lmm import WeightedLMMEstimates, WeightedWorkspace
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 
@@ -93,15 +87,15 @@ def boundary_nan(vc_se: np.ndarray, pairs, cov: np.ndarray, scale: float) -> np.
 
 
 def vc_jacobian(
-    theta: np.ndarray, scale: float, re_blocks: tuple[int, ...], rows, cols, with_sigma: bool
+    theta: np.ndarray, scale: float, re_blocks: tuple[int, ...], with_sigma: bool
 ) -> np.ndarray:
     """d (G entries [, sigma2]) / d (theta [, sigma]) with ``G = scale Lambda Lambda'``.
 
     ``scale`` is sigma2 (gaussian, then sigma is a parameter) or 1 (binomial).
     """
     q = sum(re_blocks)
-    lam = np.zeros((q, q))
-    lam[rows, cols] = theta
+    lam = lambda_from_theta(theta, re_blocks)
+    rows, cols = theta_positions(re_blocks)
     pairs = vc_pairs(re_blocks)
     nt = len(theta)
     out = np.zeros((len(pairs) + with_sigma, nt + with_sigma))
@@ -132,17 +126,16 @@ def _lmm_group_scores(lam, beta, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, nw, w2, ro
     out = np.zeros((m, p + nt + 1))
     ll = np.zeros(m)
     L = np.zeros((q, q))
+    A = np.empty((q, q))
     Ztr = np.empty(q)
     rhs = np.empty(q)
-    tmp = np.empty(q)
     u = np.empty(q)
     b = np.empty(q)
     zte = np.empty(q)
-    N = np.empty(q)
     S = np.zeros((q, q))
     for j in range(m):
         L[:, :] = 0.0
-        logdet = _chol_group(lam, ZtZ[j], L)
+        logdet = chol_lambda(lam, ZtZ[j], A, L)
         rtr = yty[j]
         for k in range(p):
             rtr -= 2.0 * beta[k] * Xty[j, k]
@@ -158,12 +151,13 @@ def _lmm_group_scores(lam, beta, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, nw, w2, ro
             for d in range(a, q):
                 acc += lam[d, a] * Ztr[d]
             rhs[a] = acc
-        _solve_lower(L, rhs, tmp)
-        _solve_upper(L, tmp, u)
+        for a in range(q):
+            u[a] = rhs[a]
+        chol_solve(L, u.reshape((q, 1)))
         prss = rtr
         for a in range(q):
             prss -= rhs[a] * u[a]
-        for a in range(q):
+        for a in range(q):  # b = Lambda u, zte = Z'W e, S = M^-1 Lambda' Z'WZ
             acc = 0.0
             for c in range(q):
                 acc += lam[a, c] * u[c]
@@ -173,16 +167,13 @@ def _lmm_group_scores(lam, beta, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, nw, w2, ro
             for c in range(q):
                 acc -= ZtZ[j, a, c] * b[c]
             zte[a] = acc
-        for c in range(q):
-            for a in range(q):
+        for a in range(q):
+            for c in range(q):
                 acc = 0.0
                 for d in range(q):
                     acc += lam[d, a] * ZtZ[j, d, c]
-                N[a] = acc
-            _solve_lower(L, N, tmp)
-            _solve_upper(L, tmp, rhs)
-            for a in range(q):
-                S[a, c] = rhs[a]
+                S[a, c] = acc
+        chol_solve(L, S)
         wj = w2[j]
         ll[j] = -0.5 * wj * (nw[j] * (_LOG2PI + np.log(s2)) + logdet + prss / s2)
         for k in range(p):  # X'We = X'Wr - X'WZ Lambda u
@@ -203,7 +194,7 @@ def lmm_group_scores(
     theta: np.ndarray, beta: np.ndarray, sigma: float, ws: WeightedWorkspace
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-group weighted log-likelihoods (m,) and scores (m, p + n_theta + 1)."""
-    lam = _lambda(np.asarray(theta, dtype=float), ws)
+    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
     return _lmm_group_scores(
         lam, np.asarray(beta, dtype=float) - ws.beta0, float(sigma), ws.ZtZ, ws.ZtX, ws.Zty,
         ws.XtX, ws.Xty, ws.yty, ws.nw, ws.w2, ws.rows, ws.cols,
@@ -236,7 +227,7 @@ def lmm_sandwich(ws: WeightedWorkspace, est: WeightedLMMEstimates) -> Sandwich:
     H = _hessian_from_scores(grad_ts, np.append(est.theta, sigma))
     Hinv = _inverse(H)
     V = Hinv @ J[p:, p:] @ Hinv
-    D = vc_jacobian(est.theta, est.sigma2, ws.re_blocks, ws.rows, ws.cols, with_sigma=True)
+    D = vc_jacobian(est.theta, est.sigma2, ws.re_blocks, with_sigma=True)
     vc_se = np.sqrt(np.clip(np.diag(D @ V @ D.T), 0.0, None))
     pairs = vc_pairs(ws.re_blocks) + (None,)
     return Sandwich(
@@ -270,12 +261,10 @@ def glmm_sandwich(fit: WeightedGlmmFit) -> Sandwich:
     Hinv = _inverse(H)
     V = Hinv @ J @ Hinv
     blocks = obj.design.re_blocks
-    rows, cols = theta_positions(blocks)
     D = np.zeros((len(vc_pairs(blocks)), len(fit.x)))
-    D[:, :nt] = vc_jacobian(fit.x[:nt], 1.0, blocks, rows, cols, with_sigma=False)
+    D[:, :nt] = vc_jacobian(fit.x[:nt], 1.0, blocks, with_sigma=False)
     vcov_beta = V[nt:, nt:]
-    lam = np.zeros((sum(blocks), sum(blocks)))
-    lam[rows, cols] = fit.x[:nt]
+    lam = lambda_from_theta(fit.x[:nt], blocks)
     vc_se = np.sqrt(np.clip(np.diag(D @ V @ D.T), 0.0, None))
     return Sandwich(
         vcov_beta=0.5 * (vcov_beta + vcov_beta.T),

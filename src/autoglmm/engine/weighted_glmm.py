@@ -34,7 +34,7 @@ from autoglmm.engine.design import GroupedDesign, theta_canonical, theta_lower
 from autoglmm.engine.estimates import ConvergenceReport, EngineResult
 from autoglmm.engine.families import family_code, linkinv
 from autoglmm.engine.glmm import GlmmWorkspace, fit_glmm
-from autoglmm.engine.quadrature import MAX_AGQ_DIM, agq_deviance
+from autoglmm.engine.quadrature import MAX_AGQ_DIM
 from autoglmm.engine.weights import SamplingWeights
 from autoglmm.errors import DataError, UsageError
 
@@ -70,15 +70,7 @@ class WeightedGlmmObjective:
         if not md.ok:  # PIRLS failed somewhere: no deviance (glmm.Modes.failure)
             return np.full(len(self.w2), np.inf)
         self.u = md.u
-        if self.ws.rule is None:
-            return md.dev + md.usq + md.logdet
-        d = self.design
-        nodes, logw = self.ws.rule
-        inner = agq_deviance(
-            self.code, md.eta0, md.A, md.lam, d.y, d.weights, d.starts, md.u, md.L,
-            md.dev + md.usq, nodes, logw,
-        )  # fmt: skip
-        return inner + md.logdet
+        return self.ws.per_group(md)
 
     def total(self, x: np.ndarray) -> float:
         """The weighted deviance ``sum_j w_j D_j`` (not normalised)."""

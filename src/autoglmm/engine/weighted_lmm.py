@@ -24,22 +24,26 @@ accepted pseudo-likelihood version and is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
-from numba import njit
+from scipy import linalg
 
-from autoglmm.engine.design import (
-    GroupedDesign,
-    theta_canonical,
-    theta_lower,
-    theta_positions,
-    theta_start,
-)
+from autoglmm.engine.design import GroupedDesign, lambda_from_theta, theta_positions
 from autoglmm.engine.estimates import EngineResult
-from autoglmm.engine.optimize import optimize, single_threaded_blas
+from autoglmm.engine.lmm import (
+    _factor_groups,
+    _fixed_block,
+    _gradient_sums,
+    _group_crossproducts,
+    _modes,
+    gaussian_result,
+    optimize_theta,
+    profiled_deviance,
+    theta_gradient,
+)
+from autoglmm.engine.optimize import single_threaded_blas
 from autoglmm.engine.weights import SamplingWeights
-
-_LOG2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +52,8 @@ class WeightedWorkspace:
 
     The statistics are those of ``e0 = y - offset - X beta0`` (``beta0`` the weighted least
     squares fit), which keeps ``r2`` from cancelling large numbers when y has a large mean.
+    The per-group ``XtX, Xty, yty`` serve the sandwich's scores; the objective needs only
+    their sums weighted by ``w2`` (``*_w``), which do not depend on theta.
     """
 
     ZtZ: np.ndarray  # (m, q, q)
@@ -56,6 +62,9 @@ class WeightedWorkspace:
     XtX: np.ndarray  # (m, p, p)
     Xty: np.ndarray  # (m, p)
     yty: np.ndarray  # (m,)
+    XtX_w: np.ndarray  # (p, p) sum_j w_j XtX_j
+    Xty_w: np.ndarray  # (p,)
+    yty_w: float
     nw: np.ndarray  # (m,) sum_i w_{i|j}
     w2: np.ndarray  # (m,) level-2 weights
     n_weighted: float  # N_w
@@ -77,39 +86,12 @@ class WeightedWorkspace:
         return self.XtX.shape[1]
 
 
-@njit(cache=True)
-def _group_stats(X, Z, e, w, starts):  # pragma: no cover - numba
-    """Per-group weighted cross-products of Z, X and e in one pass over the rows."""
-    n, p = X.shape
-    q = Z.shape[1]
-    m = len(starts) - 1
-    ZtZ = np.zeros((m, q, q))
-    ZtX = np.zeros((m, q, p))
-    Zty = np.zeros((m, q))
-    XtX = np.zeros((m, p, p))
-    Xty = np.zeros((m, p))
-    yty = np.zeros(m)
-    for j in range(m):
-        for i in range(starts[j], starts[j + 1]):
-            wi = w[i]
-            yty[j] += wi * e[i] * e[i]
-            for k in range(p):
-                xk = X[i, k] * wi
-                Xty[j, k] += xk * e[i]
-                for l in range(p):
-                    XtX[j, k, l] += xk * X[i, l]
-            for a in range(q):
-                za = Z[i, a] * wi
-                Zty[j, a] += za * e[i]
-                for b in range(q):
-                    ZtZ[j, a, b] += za * Z[i, b]
-                for k in range(p):
-                    ZtX[j, a, k] += za * X[i, k]
-    return ZtZ, ZtX, Zty, XtX, Xty, yty
-
-
 def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> WeightedWorkspace:
-    """Reduce the design to per-group weighted statistics, once per model."""
+    """Reduce the design to per-group weighted statistics, once per model.
+
+    The same one-pass kernel as the unweighted workspace, with the level-1 weights; a
+    second pass with X in Z's place gives the per-group ``X'WX`` and ``X'We``.
+    """
     w1 = np.ascontiguousarray(sw.level1, dtype=float)
     wt = sw.total(design.group)
     X = np.ascontiguousarray(design.X)
@@ -117,12 +99,22 @@ def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> Weigh
     s = np.sqrt(wt)
     beta0 = np.linalg.lstsq(X * s[:, None], y * s, rcond=None)[0]
     e0 = np.ascontiguousarray(y - X @ beta0)
-    stats = _group_stats(X, np.ascontiguousarray(design.Z), e0, w1, design.starts)
+    ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w1, design.starts)
+    XtX, _, Xty = _group_crossproducts(X, X, e0, w1, design.starts)
+    yty = np.add.reduceat(w1 * e0 * e0, design.starts[:-1])
     rows, cols = theta_positions(design.re_blocks)
     nw = np.add.reduceat(w1, design.starts[:-1])
     w2 = np.ascontiguousarray(sw.level2, dtype=float)
     return WeightedWorkspace(
-        *stats,
+        ZtZ=ZtZ,
+        ZtX=ZtX,
+        Zty=Zty,
+        XtX=XtX,
+        Xty=Xty,
+        yty=yty,
+        XtX_w=np.einsum("j,jkl->kl", w2, XtX),
+        Xty_w=w2 @ Xty,
+        yty_w=float(w2 @ yty),
         nw=nw,
         w2=w2,
         n_weighted=float(np.dot(w2, nw)),
@@ -133,191 +125,38 @@ def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> Weigh
     )
 
 
-@njit(cache=True)
-def _chol_group(lam, ZtZ_j, L):  # pragma: no cover - numba
-    """L L' = Lambda' Z'WZ Lambda + I (lower, in place); returns log|M| or inf."""
-    q = lam.shape[0]
-    A = np.zeros((q, q))
-    for a in range(q):
-        for b in range(q):
-            acc = 0.0
-            for c in range(q):
-                acc += ZtZ_j[a, c] * lam[c, b]
-            A[a, b] = acc
-    logdet = 0.0
-    for a in range(q):
-        for b in range(a + 1):
-            acc = 1.0 if a == b else 0.0
-            for c in range(q):
-                acc += lam[c, a] * A[c, b]
-            for c in range(b):
-                acc -= L[a, c] * L[b, c]
-            if a == b:
-                if acc <= 0.0:
-                    return np.inf
-                L[a, a] = np.sqrt(acc)
-                logdet += 2.0 * np.log(L[a, a])
-            else:
-                L[a, b] = acc / L[b, b]
-    return logdet
-
-
-@njit(cache=True)
-def _solve_lower(L, b, out):  # pragma: no cover - numba
-    q = L.shape[0]
-    for a in range(q):
-        acc = b[a]
-        for c in range(a):
-            acc -= L[a, c] * out[c]
-        out[a] = acc / L[a, a]
-
-
-@njit(cache=True)
-def _solve_upper(L, b, out):  # pragma: no cover - numba
-    """Solve L' x = b."""
-    q = L.shape[0]
-    for a in range(q - 1, -1, -1):
-        acc = b[a]
-        for c in range(a + 1, q):
-            acc -= L[c, a] * out[c]
-        out[a] = acc / L[a, a]
-
-
-@njit(cache=True)
-def _factor(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, w2):  # pragma: no cover - numba
-    """Per-group factors and the weighted fixed-effects system at one theta.
-
-    Returns L (m,q,q), RZX (m,q,p), cu (m,q), sum_j w_j log|M_j|, the weighted
-    ``RX'RX = sum_j w_j (X'WX - RZX'RZX)``, its right side and ``sum_j w_j (y'Wy - |cu|^2)``.
-    """
-    m, q, p = ZtX.shape
-    L = np.zeros((m, q, q))
-    RZX = np.zeros((m, q, p))
-    cu = np.zeros((m, q))
-    A = np.zeros((p, p))
-    c = np.zeros(p)
-    r2 = 0.0
-    logdet = 0.0
-    v = np.empty(q)
-    col = np.empty(q)
-    for j in range(m):
-        ld = _chol_group(lam, ZtZ[j], L[j])
-        if not np.isfinite(ld):
-            return L, RZX, cu, np.inf, A, c, r2
-        logdet += w2[j] * ld
-        for k in range(p):  # RZX = L^-1 Lambda' Z'WX, column by column
-            for a in range(q):
-                acc = 0.0
-                for d in range(a, q):
-                    acc += lam[d, a] * ZtX[j, d, k]
-                col[a] = acc
-            _solve_lower(L[j], col, v)
-            for a in range(q):
-                RZX[j, a, k] = v[a]
-        for a in range(q):
-            acc = 0.0
-            for d in range(a, q):
-                acc += lam[d, a] * Zty[j, d]
-            col[a] = acc
-        _solve_lower(L[j], col, cu[j])
-        wj = w2[j]
-        r2 += wj * yty[j]
-        for k in range(p):
-            c[k] += wj * Xty[j, k]
-            for l in range(p):
-                A[k, l] += wj * XtX[j, k, l]
-        for a in range(q):
-            r2 -= wj * cu[j, a] * cu[j, a]
-            for k in range(p):
-                c[k] -= wj * RZX[j, a, k] * cu[j, a]
-                for l in range(p):
-                    A[k, l] -= wj * RZX[j, a, k] * RZX[j, a, l]
-    return L, RZX, cu, logdet, A, c, r2
-
-
-@njit(cache=True)
-def _modes_and_grad(lam, ZtZ, ZtX, Zty, L, RZX, cu, beta, w2):  # pragma: no cover
-    """Spherical modes u_j and the gradient sums G = sum w_j (Z'We) u', T = sum w_j S_j."""
-    m, q, p = ZtX.shape
-    u = np.zeros((m, q))
-    G = np.zeros((q, q))
-    T = np.zeros((q, q))
-    rhs = np.empty(q)
-    b = np.empty(q)
-    zte = np.empty(q)
-    N = np.empty(q)
-    S = np.empty(q)
-    for j in range(m):
-        for a in range(q):
-            acc = cu[j, a]
-            for k in range(p):
-                acc -= RZX[j, a, k] * beta[k]
-            rhs[a] = acc
-        _solve_upper(L[j], rhs, u[j])
-        for a in range(q):
-            acc = 0.0
-            for c in range(q):
-                acc += lam[a, c] * u[j, c]
-            b[a] = acc
-        for a in range(q):
-            acc = Zty[j, a]
-            for k in range(p):
-                acc -= ZtX[j, a, k] * beta[k]
-            for c in range(q):
-                acc -= ZtZ[j, a, c] * b[c]
-            zte[a] = acc
-        wj = w2[j]
-        for a in range(q):
-            for c in range(q):
-                G[a, c] += wj * zte[a] * u[j, c]
-        for c in range(q):  # column c of S = M^-1 Lambda' Z'WZ
-            for a in range(q):
-                acc = 0.0
-                for d in range(q):
-                    acc += lam[d, a] * ZtZ[j, d, c]
-                N[a] = acc
-            _solve_lower(L[j], N, rhs)
-            _solve_upper(L[j], rhs, S)
-            for a in range(q):
-                T[a, c] += wj * S[a]
-    return u, G, T
-
-
-def _lambda(theta: np.ndarray, ws: WeightedWorkspace) -> np.ndarray:
-    lam = np.zeros((ws.q, ws.q))
-    lam[ws.rows, ws.cols] = theta
-    return lam
-
-
 @dataclass(frozen=True, eq=False)
 class _State:
     lam: np.ndarray
     L: np.ndarray
     RZX: np.ndarray
     cu: np.ndarray
-    RXtRX: np.ndarray
+    RX: np.ndarray  # lower Cholesky factor of the weighted RX'RX
     beta: np.ndarray  # in the shifted coordinates (beta - beta0)
     r2: float
     deviance: float
 
 
 def _state(theta: np.ndarray, ws: WeightedWorkspace) -> _State | None:
-    lam = _lambda(np.asarray(theta, dtype=float), ws)
-    L, RZX, cu, logdet, A, c, r2 = _factor(
-        lam, ws.ZtZ, ws.ZtX, ws.Zty, ws.XtX, ws.Xty, ws.yty, ws.w2
-    )
+    """The unweighted engine's kernels with the level-2 weights ``w2``."""
+    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
+    L, RZX, cu, logdet = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty, ws.w2)
     if not np.isfinite(logdet):
         return None
-    try:
-        R = np.linalg.cholesky(A)
-    except np.linalg.LinAlgError:
+    R, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX_w, ws.Xty_w, ws.yty_w, ws.w2)
+    if not np.isfinite(logdet_RX):
         return None
-    z = np.linalg.solve(R, c)
-    beta = np.linalg.solve(R.T, z)
-    r2 = max(float(r2 - z @ z), 1e-300)
-    nw = ws.n_weighted
-    dev = logdet + nw * (1.0 + _LOG2PI + np.log(r2 / nw))
-    return _State(lam, L, RZX, cu, A, beta, r2, float(dev))
+    r2 = max(float(r2), 1e-300)
+    dev = profiled_deviance(logdet, r2, ws.n_weighted)
+    return _State(lam, L, RZX, cu, R, beta, r2, dev)
+
+
+def _modes_and_grad(s: _State, ws: WeightedWorkspace):
+    """Spherical modes u_j and the gradient sums G = sum w_j (Z'We) u', T = sum w_j S_j."""
+    u = _modes(s.L, s.RZX, s.cu, s.beta)
+    none = np.empty((0, 0, 0))
+    G, T = _gradient_sums(s.lam, ws.ZtZ, ws.ZtX, ws.Zty, s.L, u, s.beta, none, none, False, ws.w2)
+    return u, G, T
 
 
 def deviance_and_gradient(theta: np.ndarray, ws: WeightedWorkspace) -> tuple[float, np.ndarray]:
@@ -325,9 +164,8 @@ def deviance_and_gradient(theta: np.ndarray, ws: WeightedWorkspace) -> tuple[flo
     s = _state(theta, ws)
     if s is None:
         return np.inf, np.full(len(theta), np.nan)
-    _, G, T = _modes_and_grad(s.lam, ws.ZtZ, ws.ZtX, ws.Zty, s.L, s.RZX, s.cu, s.beta, ws.w2)
-    grad = 2.0 * T[ws.cols, ws.rows] - 2.0 * ws.n_weighted / s.r2 * G[ws.rows, ws.cols]
-    return s.deviance, grad
+    _, G, T = _modes_and_grad(s, ws)
+    return s.deviance, theta_gradient(T, G, s.r2, ws.n_weighted, ws.rows, ws.cols)
 
 
 def deviance(theta: np.ndarray, ws: WeightedWorkspace) -> float:
@@ -355,8 +193,9 @@ def estimates_at(theta: np.ndarray, ws: WeightedWorkspace) -> WeightedLMMEstimat
     s = _state(theta, ws)
     if s is None:
         raise np.linalg.LinAlgError("the weighted system is not positive definite")
-    u, _, _ = _modes_and_grad(s.lam, ws.ZtZ, ws.ZtX, ws.Zty, s.L, s.RZX, s.cu, s.beta, ws.w2)
+    u, _, _ = _modes_and_grad(s, ws)
     sigma2 = s.r2 / ws.n_weighted
+    rx_inv = linalg.solve_triangular(s.RX, np.eye(ws.p), lower=True, check_finite=False)
     return WeightedLMMEstimates(
         theta=np.asarray(theta, dtype=float),
         beta=s.beta + ws.beta0,
@@ -364,7 +203,7 @@ def estimates_at(theta: np.ndarray, ws: WeightedWorkspace) -> WeightedLMMEstimat
         cov_re=sigma2 * s.lam @ s.lam.T,
         u=u,
         ranef=u @ s.lam.T,
-        vcov_model=sigma2 * np.linalg.inv(s.RXtRX),
+        vcov_model=sigma2 * rx_inv.T @ rx_inv,
         deviance=s.deviance,
     )
 
@@ -378,26 +217,15 @@ def fit_weighted_lmm(
 ) -> tuple[EngineResult, WeightedWorkspace, WeightedLMMEstimates]:
     """Fit a gaussian LMM by pseudo-ML; returns the engine result, workspace and estimates.
 
-    The optimisation is the unweighted engine's: theta only, analytic gradient, the shared
-    :func:`~autoglmm.engine.optimize.optimize` with its convergence checks. ``vcov_beta`` of
-    the result is the model-based one; the sandwich lives in
+    The optimisation is the unweighted engine's (:func:`~autoglmm.engine.lmm.optimize_theta`:
+    theta only, analytic gradient, the shared optimizer with its convergence checks).
+    ``vcov_beta`` of the result is the model-based one; the sandwich lives in
     :mod:`autoglmm.engine.sandwich`.
     """
     with single_threaded_blas():
         ws = make_weighted_workspace(design, sw)
-        lower = theta_lower(design.re_blocks)
-        x0 = theta_start(design.re_blocks)
-        if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):
-            x0 = theta_canonical(np.asarray(start, dtype=float), design.re_blocks)
-            diag = np.isfinite(lower)
-            x0[diag] = np.maximum(x0[diag], 0.1)
-        theta, _, report = optimize(
-            lambda t: deviance_and_gradient(t, ws),
-            x0,
-            lower,
-            jac=True,
-            canonical=lambda t: theta_canonical(t, design.re_blocks),
-            rng_seed=rng_seed,
+        theta, report = optimize_theta(
+            lambda t: deviance_and_gradient(t, ws), design.re_blocks, start, rng_seed
         )
         est = estimates_at(theta, ws)
     fitted = (
@@ -405,24 +233,8 @@ def fit_weighted_lmm(
         + design.X @ est.beta
         + np.einsum("ij,ij->i", design.Z, est.ranef[design.group])
     )
-    result = EngineResult(
-        theta=theta,
-        beta=est.beta,
-        vcov_beta=est.vcov_model,
-        cov_re=est.cov_re,
-        sigma2=float(est.sigma2),
-        ranef=est.ranef,
-        loglik=-0.5 * est.deviance,
-        deviance=est.deviance,
-        n_params=design.p + len(theta) + 1,
-        family="gaussian",
-        link="identity",
-        nagq=1,
-        reml=False,
-        convergence=report,
-        fitted=fitted,
-    )
-    return result, ws, est
+    result = gaussian_result(theta, est, design.p, False, report, vcov_beta=est.vcov_model)
+    return dataclasses_replace(result, fitted=fitted), ws, est
 
 
 __all__ = [

@@ -1,0 +1,303 @@
+"""Overhead of small fits, of the search's steps and of the CLI's start (issue 17).
+
+Three sections, each timing its peers interleaved in one run (the machine is shared: read
+the ratios, and the load printed with them):
+
+- ``fits``: LMM fits (ML) of the three model shapes of :meth:`BenchData.formulas` (the null
+  model, the 18 true predictors with a random intercept, and the true model with three
+  correlated random effects) on TIMSS-scale data (about 8,600 rows, 229 schools), fresh
+  data for every call (``--reps`` data sets drawn with different seeds, each tool fitting
+  the same ones), by autoglmm, lme-python, mixedlm, statsmodels (not the 3-RE model: it
+  takes seconds and does not converge) and lme4 (timed inside R, each data set once);
+- ``search``: the search steps (given ranking, no forest) at 128k rows in 229 schools, as
+  ``growth.py`` times them, in a fresh process per run; with ``--before-src DIR`` (the
+  ``src`` folder of an earlier commit, e.g. ``git archive <commit> src | tar -x -C DIR/..``)
+  the earlier code runs in alternation with this one and their decisions are compared;
+- ``cli``: wall time of ``autoglmm --version`` (and of the earlier code's, with
+  ``--before-src``).
+
+Run: ``python benchmarks/overhead.py [--reps 9] [--sections fits,search,cli]
+[--before-src DIR] [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+MODELS = ("null", "ri18", "rs3")
+LABELS = {
+    "null": "null model",
+    "ri18": "18 predictors, random intercept",
+    "rs3": "3 correlated random effects",
+}
+
+
+def load() -> str:
+    """``uptime``'s load averages (1, 5, 15 minutes)."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+# --- fits ----------------------------------------------------------------------------------
+
+
+def _autoglmm(formula, df):
+    import autoglmm
+
+    m = autoglmm.fit(formula, df)
+    return m.loglik
+
+
+def _lme_python(formula, df):
+    import lme_python
+
+    return lme_python.lmer(formula, df, reml=False).log_likelihood
+
+
+def _mixedlm(formula, df):
+    import mixedlm
+
+    return float(mixedlm.lmer(formula, df, REML=False).logLik().value)
+
+
+def _statsmodels(formula, df):
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    fixed, random = formula.split(" + (")
+    group = random.split("|")[1].strip(" )")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(smf.mixedlm(fixed, df, groups=df[group]).fit(reml=False).llf)
+
+
+PY_TOOLS = {
+    "autoglmm": (_autoglmm, None),
+    "lme-python": (_lme_python, "lme_python"),
+    "mixedlm": (_mixedlm, "mixedlm"),
+    "statsmodels": (_statsmodels, "statsmodels"),
+}
+
+_LMER_R = """
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+args <- commandArgs(trailingOnly = TRUE)
+spec <- fromJSON(args[1])  # files, and per model one formula per file (the truth varies)
+read <- function(path) { d <- read.csv(path); d$school <- factor(d$school); d }
+d0 <- read(spec$files[1])
+for (m in names(spec$formulas)) invisible(lmer(as.formula(spec$formulas[[m]][1]), d0, REML = FALSE))
+out <- list()
+for (m in names(spec$formulas)) {
+  t <- c(); ll <- c()
+  for (i in seq_along(spec$files)[-1]) {
+    d <- read(spec$files[i]); f <- as.formula(spec$formulas[[m]][i])
+    t <- c(t, system.time(fit <- lmer(f, d, REML = FALSE))[["elapsed"]])
+    ll <- c(ll, as.numeric(logLik(fit)))
+  }
+  out[[m]] <- list(seconds = median(t), loglik = ll)
+}
+cat(toJSON(out, auto_unbox = TRUE, digits = NA))
+"""
+
+
+def _data_sets(reps: int, seed: int = 700) -> list:
+    return [
+        common.simulated_data("gaussian", **{**common.PAPER, "seed": seed + i})
+        for i in range(reps + 1)
+    ]
+
+
+def run_fits(reps: int) -> dict:
+    """Median seconds and log-likelihoods per (model, tool); data set 0 is the warm-up."""
+    sets = _data_sets(reps)
+    tools = {k: v for k, v in PY_TOOLS.items() if v[1] is None or common.has_peer(v[1]) or
+             _importable(v[1])}  # fmt: skip
+    times: dict = {(m, t): [] for m in MODELS for t in tools}
+    logliks: dict = {(m, t): [] for m in MODELS for t in tools}
+    for model in MODELS:
+        for tool, (fn, _) in tools.items():
+            if not _skip(model, tool):
+                fn(sets[0].formulas()[model], sets[0].frame)  # warm-up: imports, caches
+    order = list(tools)
+    for i, data in enumerate(sets[1:]):
+        rotated = order[i % len(order) :] + order[: i % len(order)]  # interleaved
+        for model in MODELS:
+            formula = data.formulas()[model]
+            for tool in rotated:
+                if _skip(model, tool):
+                    continue
+                frame = data.frame.copy()  # fresh data for every call
+                t = time.perf_counter()
+                ll = tools[tool][0](formula, frame)
+                times[(model, tool)].append(time.perf_counter() - t)
+                logliks[(model, tool)].append(ll)
+    out = {
+        f"{m}|{t}": {"seconds": statistics.median(v), "loglik": logliks[(m, t)]}
+        for (m, t), v in times.items()
+        if v
+    }
+    out.update(_lme4(sets))
+    return out
+
+
+def _skip(model: str, tool: str) -> bool:
+    return tool == "statsmodels" and model == "rs3"
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _lme4(sets: list) -> dict:
+    if shutil.which("Rscript") is None:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="autoglmm-overhead-") as tmp:
+        paths = []
+        for i, data in enumerate(sets):
+            path = Path(tmp) / f"d{i}.csv"
+            data.frame.to_csv(path, index=False)
+            paths.append(str(path))
+        script = Path(tmp) / "lmer.R"
+        script.write_text(_LMER_R)
+        spec = Path(tmp) / "spec.json"
+        formulas = {m: [d.formulas()[m] for d in sets] for m in MODELS}
+        spec.write_text(json.dumps({"files": paths, "formulas": formulas}))
+        res = common.rscript_json(script, [str(spec)], timeout=1800)
+    return {f"{m}|lme4": {"seconds": res[m]["seconds"], "loglik": list(res[m]["loglik"])}
+            for m in MODELS}  # fmt: skip
+
+
+def fits_table(res: dict) -> list[dict]:
+    rows = []
+    for model in MODELS:
+        ours = res[f"{model}|autoglmm"]
+        for key, value in res.items():
+            m, tool = key.split("|")
+            if m != model:
+                continue
+            dll = max(abs(a - b) for a, b in zip(value["loglik"], ours["loglik"], strict=True))
+            rows.append({"model": LABELS[model], "tool": tool, "ms": 1e3 * value["seconds"],
+                         "x autoglmm": value["seconds"] / ours["seconds"],
+                         "max |Δ logLik|": dll})  # fmt: skip
+    return rows
+
+
+# --- search steps at 128k rows -------------------------------------------------------------
+
+_SEARCH = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import common
+from search import given_ranking
+import autoglmm
+data = common.growth_data({rows}, 229, "gaussian")
+ranking = given_ranking(data)
+autoglmm.fit(data.formulas()["null"], data.frame)  # numba's caches, as growth.py's warm-up
+t = time.perf_counter()
+res = autoglmm.search(data.frame, data.outcome, data.group, predictors=list(data.predictors),
+                      ranking=ranking, progress=False, seed=0, min_group_size=2)
+sec = time.perf_counter() - t
+steps = [[s.stage, s.term, s.status, s.p] for s in res.steps]
+print(json.dumps({{"seconds": sec, "steps": steps, "timings": res.manifest["timings"],
+                  "n_rows": data.n_rows, "where": autoglmm.__file__}}))
+"""
+
+
+def run_search(runs: int, before_src: Path | None, rows: int = 128000) -> dict:
+    code = _SEARCH.format(bench=str(Path(__file__).resolve().parent), rows=rows)
+    variants = {"now": None} if before_src is None else {"before": before_src, "now": None}
+    out: dict = {k: [] for k in variants}
+    for _ in range(runs):
+        for name, src in variants.items():  # alternate: before, now, before, now, ...
+            env = dict(os.environ)
+            if src is not None:
+                env["PYTHONPATH"] = str(src)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  env=env, timeout=1800)  # fmt: skip
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+            one = json.loads(proc.stdout.strip().splitlines()[-1])
+            one["load"] = load()
+            out[name].append(one)
+    return out
+
+
+def search_summary(res: dict) -> dict:
+    summary = {k: statistics.median(r["seconds"] for r in v) for k, v in res.items()}
+    if "before" in res:
+        a, b = res["before"][0]["steps"], res["now"][0]["steps"]
+        same = [x[:3] for x in a] == [y[:3] for y in b]
+        dp = max((abs(x[3] - y[3]) for x, y in zip(a, b, strict=False)
+                  if x[3] is not None and y[3] is not None), default=0.0)  # fmt: skip
+        summary.update(identical_decisions=same, steps=len(b), max_p_difference=dp)
+    return summary
+
+
+# --- CLI start-up --------------------------------------------------------------------------
+
+
+def run_cli(runs: int, before_src: Path | None) -> dict:
+    exe = Path(sys.executable).with_name("autoglmm")
+    cmds = {"now": ([str(exe), "--version"], None)}
+    if before_src is not None:
+        code = "import sys; from autoglmm.console import main; sys.argv[0] = 'autoglmm'; main()"
+        cmds = {"before": ([sys.executable, "-c", code, "--version"], before_src), **cmds}
+    out: dict = {k: [] for k in cmds}
+    for _ in range(runs):
+        for name, (cmd, src) in cmds.items():
+            env = dict(os.environ)
+            if src is not None:
+                env["PYTHONPATH"] = str(src)
+            t = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True, env=env)
+            out[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=9, help="fresh data sets per fit timing")
+    ap.add_argument("--search-runs", type=int, default=3)
+    ap.add_argument("--sections", default="fits,search,cli")
+    ap.add_argument("--before-src", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    sections = args.sections.split(",")
+    result: dict = {"machine": common.machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC",
+                    time.gmtime()), "load_start": load()}  # fmt: skip
+    print(f"load {result['load_start']} on {os.cpu_count()} cores", flush=True)
+    if "fits" in sections:
+        result["fits"] = fits_table(run_fits(args.reps))
+        for r in result["fits"]:
+            line = f"{r['model']:<34} {r['tool']:<12} {r['ms']:9.2f} ms  x{r['x autoglmm']:7.2f}"
+            print(f"{line}  |dLL| {r['max |Δ logLik|']:.1e}", flush=True)
+        result["load_after_fits"] = load()
+    if "search" in sections:
+        raw = run_search(args.search_runs, args.before_src)
+        result["search"] = {"summary": search_summary(raw), "runs": raw}
+        print("search steps at 128k rows:", result["search"]["summary"], flush=True)
+    if "cli" in sections:
+        result["cli"] = run_cli(7, args.before_src)
+        print("autoglmm --version:", result["cli"], flush=True)
+    result["load_end"] = load()
+    print(f"load at the end {result['load_end']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
