@@ -340,3 +340,30 @@ def test_centering_with_r_summaries(df):
     X[fr.order] = fr.design.X
     np.testing.assert_allclose(X[:, 1], np.delete(x1 - np.nanmean(x1), 3))
     np.testing.assert_allclose(X[:, 2], np.delete(x2 / np.std(x2, ddof=1), 3))
+
+
+class _CopyCounter:
+    """An ``attrs`` entry that counts how often pandas deep-copies it."""
+
+    copies = 0
+
+    def __deepcopy__(self, memo):
+        type(self).copies += 1
+        return self
+
+
+def test_model_frame_does_not_deep_copy_attrs_per_column():
+    # pandas deep-copies DataFrame.attrs on every column access: with hundreds of labels in a
+    # plain dict that cost more than the fit, so the model frame reads a frame without them
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({f"x{k}": rng.normal(size=60) for k in range(8)})
+    data["y"] = rng.normal(size=60)
+    data["g"] = np.repeat(np.arange(12), 5)
+    probe = _CopyCounter()
+    data.attrs["labels"] = probe
+    _CopyCounter.copies = 0
+    formula = "y ~ " + " + ".join(f"x{k}" for k in range(8)) + " + (1 | g)"
+    frame = build_model_frame(parse_formula(formula), data)
+    assert frame.design.X.shape == (60, 9)
+    assert _CopyCounter.copies <= 1
+    assert data.attrs["labels"] is probe

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from autoglmm.data import Labels
 from autoglmm.errors import UsageError
 from autoglmm.reference_data import load  # noqa: F401  (autoglmm.datasets.load)
 
@@ -240,7 +241,7 @@ def simulate_lsa(
     labels.update(dict(_CONTINUOUS))
     labels.update(item_labels)
     labels.update(sch_labels)
-    data.attrs["variable_labels"] = dict(labels)  # as read_data keeps SPSS labels
+    data.attrs["variable_labels"] = Labels(labels)  # as read_data keeps SPSS labels
     return SimulatedLSA(data=data, truth=truth, labels=labels)
 
 

@@ -416,6 +416,20 @@ def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
     return mask
 
 
+def _without_attrs(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` without ``attrs``, sharing its columns.
+
+    pandas deep-copies ``DataFrame.attrs`` on every column access; a caller's frame with a
+    plain dict of labels there (hundreds of SPSS items) made the column reads of a small fit
+    cost more than the fit itself. The model frame never reads ``attrs``.
+    """
+    if not data.attrs:
+        return data
+    out = data.copy(deep=False)
+    out.attrs = {}
+    return out
+
+
 def build_model_frame(
     parsed: ParsedFormula,
     data: pd.DataFrame,
@@ -428,7 +442,7 @@ def build_model_frame(
         raise DataError(f"unknown weights column '{weights}'; check the column names")
     _check_columns(parsed, data)
     fixed, random = _expand(parsed)
-    ev = Evaluator(data)
+    ev = Evaluator(_without_attrs(data))
     response, response_value = _response(parsed, ev, family)
     pieces = _pieces(parsed, ev, fixed, response)
     w = _weights(weights, ev)
