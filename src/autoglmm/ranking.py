@@ -69,9 +69,9 @@ RANKERS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 #: The ranker :func:`rank_predictors` (and so the search) uses when ``forest_options`` is
-#: None. Still autoglmm 0.1's MERF: with "merf" the school-level items rank near the top,
-#: and the search's interaction stage (pairs of the top base predictors) then pairs them
-#: instead of the student-level items; it switches once that stage handles them.
+#: None: the cluster-aware MERF, chosen by the selection study (benchmarks/selection.py).
+#: School-level items can rank at the top, so the search's interaction stage takes its
+#: essential predictors from the student-level ones first (selection.py, ``_essentials``).
 DEFAULT_RANKER = "merf"
 
 ProgressArg = bool | Callable[[str, int, int], None] | None

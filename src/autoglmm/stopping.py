@@ -15,7 +15,11 @@ A rule has two parts:
 default (``patience=None, threshold="auto"``) scans every candidate at the Bonferroni
 level; ``"auto"`` means Bonferroni when scanning every candidate and alpha when a patience
 is given, so ``patience=1`` alone is always the paper's rule. The choice of the default is
-the evidence of ``benchmarks/selection.py`` (see benchmarks/RESULTS.md).
+the evidence of ``benchmarks/selection.py`` (see benchmarks/RESULTS.md): on 20 simulated
+designs it found 17.2 (gaussian) and 17.3 (binomial) of 18 true predictors with 0.1 and 0.4
+false additions per search (never more than 1), where the paper's rule found 17.0 and 16.1
+with 0.5 and 1.0 (up to 3); on null designs it added 0.25 per search (never more than 1),
+the paper's rule 0.5 (up to 2).
 """
 
 from __future__ import annotations
