@@ -9,12 +9,8 @@ cannot shadow a function on the package.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("autoglmm")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from autoglmm._version import __version__
 
 _LAZY = {
     "read_data": "autoglmm.data",
