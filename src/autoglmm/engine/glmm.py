@@ -24,8 +24,9 @@ Fitting (``fit_glmm``): ``D`` is minimised over ``(theta, beta)`` jointly with t
 analytic Laplace gradient of :func:`autoglmm.engine.pirls.laplace_gradient`, in
 coordinates where beta is whitened by lme4's ``RX`` at the start and each theta scaled by
 its curvature; a few saddle-free Newton steps bring the start close, then the shared
-:func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, boundary snapping, restart, lme4's
-checks, computed in (theta, beta) as lme4 does) finishes. AGQ fits continue from the
+:func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, boundary snapping, Newton steps with
+the check's Hessian where only lme4's gradient check fails, restart, lme4's checks,
+computed in (theta, beta) as lme4 does) finishes. AGQ fits continue from the
 Laplace optimum with central-difference gradients. ``vcov(beta)`` is lme4's
 ``use.hessian=TRUE``: the beta block of ``(H/2)^-1`` with ``H`` the Hessian of ``D`` over
 (theta, beta); where that is not positive definite, lme4's fallback ``(RX'RX)^-1``, said in
@@ -422,7 +423,9 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
         return cache[key]
 
     x0 = _newton_start(laplace, wh.to_x(theta0, beta0), lower, nt)
-    x, _, report = optimize(laplace, x0, lower, jac=True, cov_mask=cov_mask, transform=T)
+    x, _, report = optimize(
+        laplace, x0, lower, jac=True, cov_mask=cov_mask, transform=T, polish=True
+    )
     work, fun, jac = lap, laplace, True
     if nagq > 1:
         work = GlmmWorkspace(design, code, nagq)
