@@ -10,41 +10,19 @@ restart. The data are those of ``benchmarks/growth.py`` (16,000 rows, 458 school
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
 import autoglmm
-from autoglmm.datasets import simulate_lsa
-from autoglmm.sample import build_sample
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-def _growth_data(n_rows: int, n_groups: int, seed: int):
-    sim = simulate_lsa(
-        seed=seed,
-        family="binomial",
-        n_schools=n_groups,
-        mean_school_size=max(n_rows / n_groups, 25.0),
-        small_school_share=0.0,
-        n_items=130,
-        n_school_items=6,
-    )
-    data = sim.data
-    if len(data) > n_rows:  # as benchmarks/common.py's growth_data
-        keep = np.sort(np.random.default_rng(seed).choice(len(data), n_rows, replace=False))
-        data = data.iloc[keep]
-    t = sim.truth
-    sample = build_sample(data, t.outcome, t.group, family="binomial", min_group_size=2)
-    frame = sample.data[[t.outcome, t.group, *sample.predictors]].reset_index(drop=True)
-    fixed = " + ".join(t.fixed)
-    formula = (
-        f"{t.outcome} ~ {fixed} + {':'.join(t.interaction)} "
-        f"+ (1 + {' + '.join(t.slopes)} | {t.group})"
-    )
-    return formula, frame
+import common  # noqa: E402
 
 
 def test_three_re_binomial_passes_lme4_check_without_restart() -> None:
-    formula, frame = _growth_data(16000, 458, seed=2)
-    res = autoglmm.fit(formula, frame, family="binomial")
+    data = common.growth_data(16000, 458, family="binomial", seed=2)
+    res = autoglmm.fit(data.formulas()["rs3"], data.frame, family="binomial")
     conv = res.convergence
     assert conv.converged, conv.messages
     assert conv.scaled_gradient < 2e-3 * 1e-2

@@ -243,23 +243,15 @@ def test_vcov_fallback_is_lme4s_rx_and_says_so() -> None:
     assert none is None and np.allclose(good, np.eye(2))
 
 
-def test_report_describes_the_returned_estimate(reference_data) -> None:
+def test_report_describes_the_returned_estimate(reference_data, laplace_hessian) -> None:
     # was: _newton_polish moved the estimate but kept the old flag and the old-point vcov
     from autoglmm.engine.optimize import lme4_scaled_gradient
 
     d = _binary(m=80, nper=15, slope=True)
     res = fit_glmm(d, family="binomial")
     ws = GlmmWorkspace(d, glmm_module.family_code("binomial")[0])
-    x = np.concatenate([res.theta, res.beta])
-    nt, k = len(res.theta), len(x)
-    H = np.empty((k, k))
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = 1e-4
-        gp = ws.laplace_and_gradient((x + e)[:nt], (x + e)[nt:])[1]
-        gm = ws.laplace_and_gradient((x - e)[:nt], (x - e)[nt:])[1]
-        H[:, i] = (gp - gm) / 2e-4
-    H = 0.5 * (H + H.T)
+    H = laplace_hessian(ws, res.theta, res.beta)
+    nt = len(res.theta)
     g = ws.laplace_and_gradient(res.theta, res.beta)[1]
     assert res.convergence.converged
     assert res.convergence.scaled_gradient == pytest.approx(lme4_scaled_gradient(g, H), abs=1e-6)
