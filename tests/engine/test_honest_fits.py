@@ -18,7 +18,6 @@ from autoglmm.engine.design import make_design
 from autoglmm.engine.glmm import GlmmWorkspace, _vcov_beta, _Whitened, fit_glmm
 from autoglmm.engine.lmm import fit_lmm
 from autoglmm.engine.optimize import RunRecord, _Check, build_report, optimize
-from autoglmm.engine.pirls import laplace_gradient
 from autoglmm.errors import DataError
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
@@ -218,15 +217,24 @@ def test_pirls_failure_makes_the_deviance_infinite() -> None:
     assert md.failure() == "PIRLS did not find the conditional modes: 1 group(s) iteration limit"
 
 
-def test_laplace_gradient_reports_a_failed_cholesky() -> None:
-    # probit far from the mode: an observed curvature that is not positive definite
-    d = _binary(m=2, nper=5)
-    A = d.Z * 2.0
-    rows = np.zeros((4, d.n))
-    rows[1] = -10.0  # s2: second derivative of the row deviance, here negative
-    L = np.tile(np.eye(1), (d.m, 1, 1))
-    _, _, ok = laplace_gradient(A, d.Z, np.eye(1), d.starts, np.zeros((d.m, 1)), L, rows)
-    assert not ok
+def test_laplace_gradient_is_infinite_where_pirls_fails(monkeypatch) -> None:
+    # the gradient's implicit derivative of the modes uses PIRLS's own factor of the
+    # curvature at the mode: where PIRLS fails there is neither a deviance nor a gradient
+    real = glmm_module.pirls_modes
+
+    def failing(*args):
+        out = real(*args)
+        out[4][1] = 3  # group 1: curvature not positive definite
+        return out
+
+    monkeypatch.setattr(glmm_module, "pirls_modes", failing)
+    ws = GlmmWorkspace(_binary(), glmm_module.family_code("binomial", "probit")[0])
+    f, g, md = ws.laplace_and_gradient(np.array([0.8]), np.array([0.2, 0.5]))
+    assert f == np.inf and g.shape == (3,) and not g.any()
+    assert (
+        md.failure()
+        == "PIRLS did not find the conditional modes: 1 group(s) H not positive definite"
+    )
 
 
 def test_vcov_fallback_is_lme4s_rx_and_says_so() -> None:

@@ -158,3 +158,27 @@ def test_zero_diagonal_saddle_is_not_reported_converged_and_restart_escapes():
         objective, np.array([1.0, 0.0, 1.0]), lower, jac=True, canonical=canon
     )
     assert f2 == pytest.approx(f_cold, abs=1e-8)
+
+
+def test_newton_polish_finishes_where_only_the_gradient_check_fails():
+    # a point L-BFGS-B might stop at: the scaled gradient is above 2e-3; one Newton step
+    # with the check's Hessian lands on the optimum of a quadratic
+    from autoglmm.engine.optimize import CountedObjective, _check, _newton_polish
+
+    A = np.array([[4.0, 1.0], [1.0, 3.0]])
+    opt = np.array([0.5, -1.0])
+
+    def fun(x):
+        d = x - opt
+        return float(1e5 + 0.5 * d @ A @ d), A @ d
+
+    obj = CountedObjective(fun, True)
+    x = opt + np.array([1e-2, -2e-2])
+    f = obj.both(x)[0]
+    lower, upper = np.full(2, -np.inf), np.full(2, np.inf)
+    chk = _check(obj, x, f, lower, upper, np.ones(2, bool), 2e-3, False, 1e-4, None)
+    assert chk.hess_ok and not chk.grad_ok
+    x2, f2, steps = _newton_polish(obj, x, f, chk, lower, upper, 2e-3, None)
+    assert steps == 1
+    np.testing.assert_allclose(x2, opt, atol=1e-9)
+    assert f2 == pytest.approx(1e5, abs=1e-9) and f2 < f

@@ -26,7 +26,12 @@ def simulate(code: int, re_blocks=(2,), m=12, nper=15, seed=0):
     return make_design(X, y, Z, g, re_blocks=re_blocks)[0]
 
 
-THETA = {(2,): np.array([0.8, -0.3, 0.5]), (1, 1): np.array([0.8, 0.5])}
+THETA = {
+    (2,): np.array([0.8, -0.3, 0.5]),
+    (1, 1): np.array([0.8, 0.5]),
+    (3,): np.array([0.8, -0.3, 0.2, 0.5, 0.1, 0.4]),
+    (1, 2): np.array([0.8, 0.5, -0.2, 0.3]),
+}
 BETA = np.array([0.1, 0.4, -0.3])
 
 
@@ -57,7 +62,7 @@ def test_modes_and_logdet_against_direct_minimisation(code) -> None:
 
 
 @pytest.mark.parametrize("code", [BINOMIAL_LOGIT, BINOMIAL_PROBIT, POISSON_LOG])
-@pytest.mark.parametrize("blocks", [(2,), (1, 1)])
+@pytest.mark.parametrize("blocks", [(2,), (1, 1), (3,), (1, 2)])
 def test_laplace_gradient_matches_central_differences(code, blocks) -> None:
     d = simulate(code, blocks, seed=5)
     ws = GlmmWorkspace(d, code)
@@ -84,3 +89,22 @@ def test_pirls_warm_start_gives_the_same_deviance() -> None:
     far = ws.modes(theta * 1.5, BETA + 0.2).u  # the modes of another point
     assert ws.deviance(theta, BETA, far) == pytest.approx(cold, abs=1e-10)
     assert ws.deviance(theta, BETA) == cold  # a pure function: no state between calls
+
+
+@pytest.mark.parametrize("code", [BINOMIAL_LOGIT, BINOMIAL_PROBIT, POISSON_LOG])
+def test_beta_information_is_lme4s_rx_computed_densely(code) -> None:
+    # RX'RX = X'WX - X'WA H^-1 A'WX, with every group's blocks formed as dense matrices
+    d = simulate(code, (3,), seed=2)
+    ws = GlmmWorkspace(d, code)
+    theta = THETA[(3,)]
+    md = ws.modes(theta, BETA)
+    w = md.rows[2]
+    info = d.X.T @ (d.X * w[:, None])
+    for j in range(d.m):
+        sl = slice(d.starts[j], d.starts[j + 1])
+        A = d.Z[sl] @ ws.lam(theta)
+        H = A.T @ (A * w[sl, None]) + np.eye(3)
+        C = A.T @ (d.X[sl] * w[sl, None])
+        info -= C.T @ np.linalg.solve(H, C)
+    R = ws.beta_information(theta, BETA)
+    np.testing.assert_allclose(R @ R.T, info, rtol=1e-10, atol=1e-10)

@@ -21,10 +21,13 @@ lme4's AGQ log-likelihood lacks the saturated model's constant; ours keeps it, s
 and Laplace log-likelihoods stay comparable.
 
 Fitting (``fit_glmm``): ``D`` is minimised over ``(theta, beta)`` jointly with the
-analytic Laplace gradient of :func:`autoglmm.engine.pirls.laplace_gradient`, in
-coordinates where beta is whitened by lme4's ``RX`` at the start and each theta scaled by
-its curvature; a few saddle-free Newton steps bring the start close, then the shared
-:func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, boundary snapping, Newton steps with
+analytic Laplace gradient (computed with PIRLS in one loop over the groups,
+:func:`autoglmm.engine.pirls.pirls_modes`), in coordinates where beta is whitened by
+lme4's ``RX`` at the start and each theta scaled by its curvature. Newton steps with a
+structured Hessian (exact theta columns, ``2 RX'RX`` for beta;
+:mod:`autoglmm.engine.glmm_newton`) take the start to the optimum, then the shared
+:func:`autoglmm.engine.optimize.optimize` (L-BFGS-B, which stops at once there or
+finishes where Newton could not, e.g. on a bound; boundary snapping, Newton steps with
 the check's Hessian where only lme4's gradient check fails, restart, lme4's checks,
 computed in (theta, beta) as lme4 does) finishes. AGQ fits continue from the
 Laplace optimum with central-difference gradients. ``vcov(beta)`` is lme4's
@@ -36,6 +39,7 @@ same final point (``_finish``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +61,7 @@ from autoglmm.engine.families import (
     glm_start,
     linkinv,
 )
+from autoglmm.engine.glmm_newton import newton
 from autoglmm.engine.optimize import (
     CountedObjective,
     RunRecord,
@@ -65,7 +70,7 @@ from autoglmm.engine.optimize import (
     derivatives,
     optimize,
 )
-from autoglmm.engine.pirls import laplace_gradient, pirls_modes
+from autoglmm.engine.pirls import pirls_modes, random_effects_share
 from autoglmm.engine.quadrature import MAX_AGQ_DIM, agq_deviance, product_rule
 from autoglmm.errors import UsageError
 
@@ -81,10 +86,12 @@ class Modes:
 
     ``status`` per group: 0 converged, 1 iteration limit, 2 step-halving failed, 3 ``H``
     not positive definite. ``rows`` (4, n) holds (s, s2, w, w1) of each row at the modes.
+    ``Z`` is the design's (not a copy); ``A = Z Lambda`` is formed only when asked for
+    (quadrature, lme4's ``RX``): PIRLS and the gradient work with ``Z`` and ``Lambda``.
     """
 
     eta0: np.ndarray
-    A: np.ndarray
+    Z: np.ndarray
     lam: np.ndarray
     dev: np.ndarray
     usq: np.ndarray
@@ -93,6 +100,11 @@ class Modes:
     status: np.ndarray
     rows: np.ndarray
     u: np.ndarray
+
+    @functools.cached_property
+    def A(self) -> np.ndarray:
+        """(n, q) rows ``a_i = Lambda' z_i``."""
+        return self.Z @ self.lam
 
     @property
     def ok(self) -> bool:
@@ -132,17 +144,22 @@ class GlmmWorkspace:
 
     def modes(self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None = None) -> Modes:
         """PIRLS at (theta, beta) from the warm start ``u0`` (zeros when None; not changed)."""
+        return self._pirls(theta, beta, u0, False)[0]
+
+    def _pirls(self, theta, beta, u0, gradient: bool) -> tuple[Modes, np.ndarray, np.ndarray]:
+        """The modes and, with ``gradient``, the gradient pieces ``r`` and ``G`` of
+        :func:`~autoglmm.engine.pirls.pirls_modes` (one loop over the groups)."""
         d = self.design
         lam = self.lam(theta)
         eta0 = d.X @ beta + d.offset
-        A = d.Z @ lam
         u = np.zeros((d.m, d.q)) if u0 is None else np.array(u0, dtype=float)
-        out = pirls_modes(self.code, eta0, A, d.y, d.weights, d.starts, u, PIRLS_TOL)
+        args = (self.code, eta0, d.Z, lam, d.y, d.weights, d.starts)
+        out = pirls_modes(*args, u, PIRLS_TOL, gradient)
         if u0 is not None and (np.any(out[4] != 0) or not np.all(np.isfinite(u))):
             u = np.zeros((d.m, d.q))  # a failed warm start: retry from zero once
-            out = pirls_modes(self.code, eta0, A, d.y, d.weights, d.starts, u, PIRLS_TOL)
+            out = pirls_modes(*args, u, PIRLS_TOL, gradient)
         self.n_eval += 1
-        return Modes(eta0, A, lam, *out[:4], out[4], out[5], u)
+        return Modes(eta0, d.Z, lam, *out[:4], out[4], out[5], u), out[6], out[7]
 
     def deviance_at(self, md: Modes) -> float:
         """lme4's glmer deviance at the modes ``md`` (Laplace for nagq=1, AGQ otherwise);
@@ -174,16 +191,18 @@ class GlmmWorkspace:
         """Cholesky factor of lme4's ``RX' RX = X'WX - X'WA H^{-1} A'WX`` at (theta, beta):
         the information on beta with the random effects integrated out (Laplace, Fisher).
         None when it is not positive definite (or PIRLS failed)."""
-        d = self.design
-        md = self.modes(theta, beta, u0)
+        return self.information_at(self.modes(theta, beta, u0))
+
+    def information_at(self, md: Modes) -> np.ndarray | None:
+        """:meth:`beta_information` at the modes ``md`` (no PIRLS)."""
         if not md.ok:
             return None
+        d = self.design
         w = md.rows[2]
-        XtWA = np.add.reduceat(d.X[:, :, None] * (w[:, None] * md.A)[:, None, :], d.starts[:-1])
-        half = np.linalg.solve(md.L, XtWA.transpose(0, 2, 1))  # L^{-1} A'WX per group
-        info = d.X.T @ (d.X * w[:, None]) - np.einsum("gqp,gqr->pr", half, half)
+        share = random_effects_share(d.X, d.Z, md.lam, w, d.starts, md.L)
+        info = (d.X * w[:, None]).T @ d.X - share
         try:
-            return np.linalg.cholesky(info)
+            return np.linalg.cholesky(0.5 * (info + info.T))
         except np.linalg.LinAlgError:
             return None
 
@@ -192,19 +211,16 @@ class GlmmWorkspace:
     ) -> tuple[float, np.ndarray, Modes]:
         """Laplace deviance, its gradient w.r.t. (theta, beta), and the modes.
 
-        ``inf`` (and a zero gradient) where PIRLS failed or the observed curvature used by
-        the implicit derivative of the modes is not positive definite.
+        ``inf`` (and a zero gradient) where PIRLS failed (the implicit derivative of the
+        modes uses PIRLS's own factor of the curvature at the mode, so it exists wherever
+        PIRLS converged). PIRLS and the gradient share one loop over the groups.
         """
-        d = self.design
-        md = self.modes(theta, beta, u0)
+        md, r, G = self._pirls(theta, beta, u0, True)
         f = float(md.dev.sum() + md.usq.sum() + md.logdet.sum() + self.const)
         if not md.ok or not np.isfinite(f):
             return np.inf, np.zeros(len(theta) + len(beta)), md
-        r, G, ok = laplace_gradient(md.A, d.Z, md.lam, d.starts, md.u, md.L, md.rows)
-        if not ok:
-            return np.inf, np.zeros(len(theta) + len(beta)), md
         g_theta = G[self.theta_rows, self.theta_cols]
-        return f, np.concatenate([g_theta, d.X.T @ r]), md
+        return f, np.concatenate([g_theta, self.design.X.T @ r]), md
 
 
 def validate(design: GroupedDesign, family: str, link: str | None, nagq: int) -> tuple[int, str]:
@@ -248,6 +264,12 @@ class _Whitened:
         """Gradient in x from the gradient in (theta, beta)."""
         return np.concatenate([g[: self.nt] / self.c, np.linalg.solve(self.R, g[self.nt :])])
 
+    def beta_curvature(self, R: np.ndarray) -> np.ndarray:
+        """``2 R R'`` (a curvature in beta, ``R`` lower triangular) in the whitened
+        coordinates ``gamma = R0' (beta - b0)``: ``2 (R0^{-1} R)(R0^{-1} R)'``."""
+        M = np.linalg.solve(self.R, R)
+        return 2.0 * M @ M.T
+
     def jacobian(self) -> np.ndarray:
         """d x / d (theta, beta): the matrix T with x = T (theta, beta) + const."""
         p = len(self.b0)
@@ -269,46 +291,6 @@ def _theta_scale(ws: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> 
         if np.isfinite(curv) and curv > 0:
             c[k] = np.sqrt(curv / 2)
     return np.clip(c, 1e-2, 1e3)
-
-
-def _newton_start(fun, x: np.ndarray, lower: np.ndarray, nt: int, iters: int = 8) -> np.ndarray:
-    """Safeguarded Newton steps that bring the start close to the optimum.
-
-    The Hessian is exact in the theta columns (forward differences of the analytic
-    gradient, ``nt`` gradients) and ``2 I`` in the whitened beta block. Steps stay
-    strictly inside the bounds: L-BFGS-B started far away tends to hit a bound on a
-    diagonal theta, where the deviance is even in that theta and so looks stationary.
-    """
-    k = len(x)
-    f, g = fun(x)
-    bounded = np.isfinite(lower)
-    for _ in range(iters):
-        H = 2.0 * np.eye(k)
-        for i in range(nt):
-            e = np.zeros(k)
-            e[i] = 1e-4
-            col = (fun(x + e)[1] - g) / 1e-4
-            H[:, i] = col
-            H[i, :] = col
-        vals, vecs = np.linalg.eigh(0.5 * (H + H.T))
-        # saddle-free Newton: |curvature| (the start can be concave in a theta), floored
-        vals = np.maximum(np.abs(vals), 0.1)
-        step = -(vecs @ ((vecs.T @ g) / vals))
-        if -(g @ step) < 1.0:  # close enough: L-BFGS-B takes over
-            break
-        t = min(1.0, 10.0 / np.linalg.norm(step))  # trust radius (curvature is ~2 per unit)
-        out = bounded & (x + step <= lower)
-        if out.any():
-            t = min(t, 0.9 * float(np.min((x - lower)[out] / -step[out])))
-        while t > 1e-4:
-            fn, gn = fun(x + t * step)
-            if np.isfinite(fn) and fn < f:
-                break
-            t *= 0.5
-        else:
-            break
-        x, f, g = x + t * step, fn, gn
-    return x
 
 
 def _final_derivatives(fun, jac: bool, x: np.ndarray, lower: np.ndarray):
@@ -387,14 +369,17 @@ def fit_glmm(
 
 
 class _Warm:
-    """The conditional modes of the last finite evaluation: the next PIRLS's warm start."""
+    """The last finite evaluation: its modes are the next PIRLS's warm start, and (with
+    the point's key) the Newton steps' source of lme4's ``RX`` at that point."""
 
     def __init__(self, m: int, q: int) -> None:
         self.u = np.zeros((m, q))
+        self.md: Modes | None = None
+        self.key: bytes | None = None
 
-    def keep(self, f: float, md: Modes) -> None:
+    def keep(self, f: float, md: Modes, key: bytes | None = None) -> None:
         if np.isfinite(f):
-            self.u = md.u
+            self.u, self.md, self.key = md.u, md, key
 
 
 def _fit(design, code, family, link, nagq, start) -> EngineResult:
@@ -406,7 +391,7 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     beta0 = np.asarray(start.get("beta", b0), dtype=float)
     md0 = lap.modes(theta0, beta0)  # one cold PIRLS: every later one is warm-started
     warm.keep(lap.deviance_at(md0), md0)
-    R0 = _start_information(lap, theta0, beta0, warm.u)
+    R0 = _start_information(lap, md0)
     wh = _Whitened(nt, beta0, R0, _theta_scale(lap, theta0, beta0, warm.u))
     T = wh.jacobian()
     lower = np.concatenate([theta_lower(design.re_blocks), np.full(p, -np.inf)])
@@ -418,11 +403,18 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
         key = x.tobytes()
         if key not in cache:
             f, g, md = lap.laplace_and_gradient(*wh.split(x), warm.u)
-            warm.keep(f, md)
+            warm.keep(f, md, key)
             cache[key] = (f, wh.grad(g))
         return cache[key]
 
-    x0 = _newton_start(laplace, wh.to_x(theta0, beta0), lower, nt)
+    def beta_block(x: np.ndarray) -> np.ndarray | None:
+        # 2 RX'RX in the optimizer's coordinates, from the modes of the last evaluation
+        if warm.key != x.tobytes() or warm.md is None:
+            return None
+        R = lap.information_at(warm.md)
+        return None if R is None else wh.beta_curvature(R)
+
+    x0 = newton(laplace, wh.to_x(theta0, beta0), lower, nt, beta_block)
     x, _, report = optimize(
         laplace, x0, lower, jac=True, cov_mask=cov_mask, transform=T, polish=True
     )
@@ -456,10 +448,11 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     return _finish(design, work, warm, x, g, H, wh, lower, run, family, link, nagq)
 
 
-def _start_information(lap: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> np.ndarray:
-    """lme4's ``RX`` at the start, for the optimizer's coordinates only (no reported number
-    depends on it); X'WX with unit weights' scale when RX'RX is not positive definite."""
-    R = lap.beta_information(theta, beta, u0)
+def _start_information(lap: GlmmWorkspace, md: Modes) -> np.ndarray:
+    """lme4's ``RX`` at the start (modes ``md``), for the optimizer's coordinates only (no
+    reported number depends on it); X'WX with unit weights' scale when RX'RX is not
+    positive definite."""
+    R = lap.information_at(md)
     if R is not None:
         return R
     X = lap.design.X
