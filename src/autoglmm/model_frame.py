@@ -240,15 +240,17 @@ def _level_text(value) -> str:
     return str(value)
 
 
-def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
+def independent_columns(
+    X: np.ndarray, tol: float = RANK_TOL, gram: np.ndarray | None = None
+) -> np.ndarray:
     """Boolean mask of the columns kept, scanning columns in order.
 
     A column is dropped when its residual after projection on the earlier kept columns is
     below ``tol`` times its own norm: R's LINPACK ``qr`` with limited pivoting, which lme4
     uses to drop rank-deficient columns, so the later of two collinear columns goes.
-    Cost O(n p^2); the loop is over columns, never rows.
+    Cost O(n p^2); the loop is over columns, never rows. ``gram``: X'X, if the caller has it.
     """
-    gram = X.T @ X
+    gram = X.T @ X if gram is None else gram
     norms = np.sqrt(np.diag(gram))  # a pass over X saved: the norms are on X'X's diagonal
     if X.shape[1] and np.all(norms > 0):
         # Quick accept: the Cholesky pivots of the column-scaled X'X are the squared
@@ -466,7 +468,8 @@ def build_model_frame(
     offset = sum(
         (builder.used(ev.numeric(o, "offset")) for o in fixed.offsets), np.zeros(builder.n)
     )
-    keep = independent_columns(X)
+    gram = X.T @ X  # the rank check's, and the workspace's X'X when there are no weights
+    keep = independent_columns(X, gram=gram)
     dropped = tuple(n for n, k in zip(x_names, keep, strict=True) if not k)
     if dropped:
         messages.append(
@@ -479,7 +482,7 @@ def build_model_frame(
         X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
         offset=offset if fixed.offsets else None,
         x_names=tuple(n for n, k in zip(x_names, keep, strict=True) if k),
-        z_names=z_names, group_levels=levels,
+        z_names=z_names, group_levels=levels, xtx=gram[np.ix_(keep, keep)],
     )  # fmt: skip
     return ModelFrame(
         design=design,

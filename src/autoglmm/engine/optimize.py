@@ -64,6 +64,7 @@ import numpy as np
 from scipy import linalg
 from scipy import optimize as sopt
 
+from autoglmm.engine.bfgs import minimize_bfgs
 from autoglmm.engine.estimates import ConvergenceReport
 
 
@@ -121,7 +122,11 @@ class CountedObjective:
 def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: int):
     bounds = sopt.Bounds(lower, upper)
     x0 = np.clip(x0, lower, upper)
-    if method == "L-BFGS-B" and obj.jac:
+    if method == "BFGS":  # our dense BFGS (engine.bfgs): unbounded, analytic gradient
+        if not (obj.jac and np.all(np.isinf(lower)) and np.all(np.isinf(upper))):
+            raise ValueError("BFGS needs an analytic gradient and no bounds (use canonical)")
+        res = minimize_bfgs(obj.both, x0, gtol=1e-6, ftol=1e-12, max_iter=max_iter)
+    elif method == "L-BFGS-B" and obj.jac:
         res = sopt.minimize(
             obj.both, x0, jac=True, method="L-BFGS-B", bounds=bounds,
             options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-6, "maxcor": 10},
