@@ -166,18 +166,23 @@ def fit(
 def make_fit(engine: EngineResult, frame: ModelFrame, formula: str) -> Fit:
     """Wrap an engine result with the names of its design into a frozen :class:`Fit`."""
     d = frame.design
-    fitted = None
-    if engine.fitted is not None:
-        values = np.empty(d.n)
-        values[frame.order] = engine.fitted
-        fitted = pd.Series(values, index=frame.row_index, name="fitted")
     return assemble_fit(
         engine, formula=formula, x_names=d.x_names, z_names=d.z_names, re_blocks=d.re_blocks,
         nobs=d.n, group_levels=d.group_levels, group=frame.group_name,
         response=frame.response_name, messages=frame.messages,
-        dropped_columns=frame.dropped_columns, row_hash=frame.row_hash, fitted=fitted,
-        x_matrix=d.X,
+        dropped_columns=frame.dropped_columns, row_hash=frame.row_hash,
+        fitted=input_order(engine.fitted, frame.order), row_index=frame.row_index, x_matrix=d.X,
     )  # fmt: skip
+
+
+def input_order(values: np.ndarray | None, order: np.ndarray) -> np.ndarray | None:
+    """Per-row values of a sorted design back in the input's row order (``order`` is the
+    design's permutation: design row i is input row order[i])."""
+    if values is None:
+        return None
+    out = np.empty(len(values))
+    out[order] = values
+    return out
 
 
 def assemble_fit(
@@ -194,22 +199,16 @@ def assemble_fit(
     messages: tuple[str, ...],
     dropped_columns: tuple[str, ...],
     row_hash: str,
-    fitted: pd.Series | None = None,
+    fitted: np.ndarray | None = None,
+    row_index: pd.Index | None = None,
     x_matrix: np.ndarray | None = None,
 ) -> Fit:
     """The :class:`Fit` of an engine result, from names alone (no design needed).
 
     The search's prepared designs (:mod:`autoglmm.prepared`) call this directly; the
-    engine's arrays are wrapped, not copied.
+    engine's arrays are kept, not copied, and the named tables are built on first use.
+    ``fitted`` are per-row values in the input's row order, labelled by ``row_index``.
     """
-    # one Index per axis, shared by the tables (building an Index is most of their cost)
-    x_index, z_index = pd.Index(list(x_names)), pd.Index(list(z_names))
-    levels = group_levels if isinstance(group_levels, pd.Index) else pd.Index(group_levels)
-    fixef = pd.Series(engine.beta, index=x_index, name="estimate", copy=False)
-    vcov = pd.DataFrame(engine.vcov_beta, index=x_index, columns=x_index, copy=False)
-    se = pd.Series(np.sqrt(np.diag(engine.vcov_beta)), index=x_index, name="se", copy=False)
-    cov_re = {group: pd.DataFrame(engine.cov_re, index=z_index, columns=z_index, copy=False)}
-    ranef = pd.DataFrame(engine.ranef, index=levels.rename(group), columns=z_index, copy=False)
     return Fit(
         formula=formula,
         family=engine.family,
@@ -223,14 +222,15 @@ def assemble_fit(
         ngroups=len(group_levels),
         group=group,
         response=response,
-        fixef=fixef,
-        se=se,
-        vcov=vcov,
-        cov_re=cov_re,
-        re_names={group: list(z_names)},
+        x_names=tuple(x_names),
+        beta=engine.beta,
+        vcov_beta=engine.vcov_beta,
+        z_names=tuple(z_names),
         re_blocks=re_blocks,
+        cov_re_matrix=engine.cov_re,
         sigma2=None if engine.sigma2 is None else float(engine.sigma2),
-        ranef=ranef,
+        ranef_values=engine.ranef,
+        group_levels=group_levels,
         converged=bool(engine.convergence.converged),
         singular=bool(engine.convergence.singular),
         messages=list(messages) + list(engine.convergence.messages),
@@ -238,6 +238,7 @@ def assemble_fit(
         row_hash=row_hash,
         theta=np.asarray(engine.theta, dtype=float),
         convergence=engine.convergence,
-        fitted=fitted,
+        fitted_values=fitted,
+        row_index=row_index if fitted is not None else None,
         x_matrix=x_matrix,
     )

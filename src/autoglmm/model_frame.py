@@ -352,14 +352,29 @@ def _check_weights(w: np.ndarray | None, weights, rows: pd.Index) -> None:
 
 
 def _row_hash(mask: np.ndarray, y: np.ndarray) -> str:
+    """Identity of the rows used (their positions; just their number when all are used,
+    which spares hashing them) and of the response on them."""
     h = hashlib.sha1()
-    h.update(np.flatnonzero(mask).astype(np.int64).tobytes())
+    if mask.all():
+        h.update(f"all {len(mask)}".encode())
+    else:
+        h.update(np.flatnonzero(mask).astype(np.int64).tobytes())
     h.update(np.ascontiguousarray(y, dtype=float).tobytes())
     return h.hexdigest()[:16]
 
 
 def _group_codes(ev: Evaluator, group: str, builder: _Builder) -> tuple[np.ndarray, tuple]:
-    codes, levels = pd.factorize(builder.used(ev.column(group).to_numpy()), sort=True)
+    """Codes 0..m-1 of the group labels on the used rows, in sorted label order."""
+    values = ev.array(group)
+    values = builder.used(ev.column(group).to_numpy() if values is None else values)
+    if values.dtype.kind in "iu" and np.all(values[1:] >= values[:-1]):
+        # rows already sorted by an integer id (the usual file layout): no hashing needed
+        first = np.empty(len(values), dtype=bool)  # the first row of each group
+        first[:1] = True
+        np.not_equal(values[1:], values[:-1], out=first[1:])
+        codes, levels = np.cumsum(first) - 1, values[first]
+    else:
+        codes, levels = pd.factorize(values, sort=True)
     if len(levels) < 2:
         raise DataError(
             f"grouping factor '{group}' has {len(levels)} level(s); "
@@ -401,8 +416,10 @@ def _pieces(parsed: ParsedFormula, ev: Evaluator, fixed: TermList, response: lis
     pieces = list(response)
     pieces += [(variable_label(v), ev.variable(v)) for v in nodes]
     pieces += [(variable_label(o), ev.numeric(o, "offset")[:, None]) for o in fixed.offsets]
-    group = ev.column(parsed.group)
-    pieces.append((parsed.group, Factor(np.where(group.isna().to_numpy(), -1, 0), (0,))))
+    values = ev.array(parsed.group)
+    if values is None or values.dtype.kind not in "iub":  # integer ids cannot be missing
+        missing = ev.column(parsed.group).isna().to_numpy()
+        pieces.append((parsed.group, Factor(np.where(missing, -1, 0), (0,))))
     return pieces
 
 
@@ -479,7 +496,7 @@ def build_model_frame(
     Z, z_names, blocks = _random_matrix(parsed, builder, random)
     codes, levels = _group_codes(ev, parsed.group, builder)
     design, order = make_design(
-        X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
+        X if keep.all() else X[:, keep], y, Z, codes, re_blocks=blocks, weights=w,
         offset=offset if fixed.offsets else None,
         x_names=tuple(n for n, k in zip(x_names, keep, strict=True) if k),
         z_names=z_names, group_levels=levels, xtx=gram[np.ix_(keep, keep)],

@@ -180,7 +180,7 @@ class PreparedSample:
     def fit(self, d: PreparedDesign, start: dict | None = None) -> Fit:
         """ML fit of a prepared design, as :func:`autoglmm.fit` would fit its formula."""
         from autoglmm.engine.optimize import single_threaded_blas
-        from autoglmm.fitting import _map_beta, _map_theta, assemble_fit
+        from autoglmm.fitting import _map_beta, _map_theta, assemble_fit, input_order
 
         gaussian = self.family == "gaussian"
         theta0 = _map_theta(start, d) if start else None
@@ -198,16 +198,14 @@ class PreparedSample:
                 warm = {"theta": theta0, "beta": _map_beta(start, d)} if start else None
                 engine = fit_glmm(design, family=self.family, link=self.link, nagq=1, start=warm)
                 x_matrix = design.X
-                if engine.fitted is not None:
-                    values = np.empty(self.n)
-                    values[self.frame.order] = engine.fitted
-                    fitted = pd.Series(values, index=self.frame.row_index, name="fitted")
+                fitted = input_order(engine.fitted, self.frame.order)
         f = self.frame
         return assemble_fit(
             engine, formula=d.formula, x_names=d.x_names, z_names=d.z_names,
             re_blocks=d.re_blocks, nobs=self.n, group_levels=self.levels,
             group=f.group_name, response=f.response_name, messages=d.messages,
-            dropped_columns=d.dropped, row_hash=f.row_hash, fitted=fitted, x_matrix=x_matrix,
+            dropped_columns=d.dropped, row_hash=f.row_hash, fitted=fitted,
+            row_index=f.row_index, x_matrix=x_matrix,
         )  # fmt: skip
 
     def workspace(self, d: PreparedDesign):

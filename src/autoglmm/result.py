@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,11 @@ class Fit:
     models; with a p from the normal distribution the statistic is a z).
     ``row_hash`` identifies the rows and response used, for :func:`autoglmm.lrt`.
     ``theta`` and ``z_names`` allow a warm start of a related model (:meth:`start_values`).
+
+    A Fit holds the engine's arrays and their names; the named pandas tables (``fixef``,
+    ``se``, ``vcov``, ``cov_re``, ``ranef``, ``fitted``) are built on first use and kept.
+    Building them for every fit cost more than a small model's optimisation, and a search
+    reads them for a few models only.
     """
 
     formula: str
@@ -47,14 +53,15 @@ class Fit:
     ngroups: int
     group: str
     response: str
-    fixef: pd.Series
-    se: pd.Series
-    vcov: pd.DataFrame
-    cov_re: dict[str, pd.DataFrame]
-    re_names: dict[str, list[str]]
+    x_names: tuple[str, ...]
+    beta: np.ndarray = field(repr=False)  # (p,) fixed effects, in x_names' order
+    vcov_beta: np.ndarray = field(repr=False)  # (p, p)
+    z_names: tuple[str, ...]
     re_blocks: tuple[int, ...]
+    cov_re_matrix: np.ndarray = field(repr=False)  # (q, q) covariance of the random effects
     sigma2: float | None
-    ranef: pd.DataFrame
+    ranef_values: np.ndarray = field(repr=False)  # (m, q) conditional modes, by group level
+    group_levels: tuple | pd.Index = field(repr=False)
     converged: bool
     singular: bool
     messages: list[str]
@@ -62,10 +69,65 @@ class Fit:
     row_hash: str
     theta: np.ndarray
     convergence: ConvergenceReport
-    fitted: pd.Series | None = field(default=None, repr=False)
+    # fitted values in the input's row order, labelled by ``row_index`` (None: not kept)
+    fitted_values: np.ndarray | None = field(default=None, repr=False)
+    row_index: pd.Index | None = field(default=None, repr=False)
     sampling: dict[str, Any] | None = None  # sampling weights (pseudo-ML): see weighted_fit
     # the fixed-effects model matrix (rows in the design's order), for lrt's nesting check
     x_matrix: np.ndarray | None = field(default=None, repr=False)
+
+    # --- named tables, built on first use ---------------------------------------------
+    @cached_property
+    def _x_index(self) -> pd.Index:
+        return pd.Index(list(self.x_names))
+
+    @cached_property
+    def _z_index(self) -> pd.Index:
+        return pd.Index(list(self.z_names))
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        """Fixed-effect estimates, named by model-matrix column."""
+        return pd.Series(self.beta, index=self._x_index, name="estimate", copy=False)
+
+    @cached_property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects (from :attr:`vcov`)."""
+        values = np.sqrt(np.diag(self.vcov_beta))
+        return pd.Series(values, index=self._x_index, name="se", copy=False)
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed effects."""
+        idx = self._x_index
+        return pd.DataFrame(self.vcov_beta, index=idx, columns=idx, copy=False)
+
+    @cached_property
+    def cov_re(self) -> dict[str, pd.DataFrame]:
+        """Covariance matrix of the random effects, per grouping factor."""
+        idx = self._z_index
+        return {self.group: pd.DataFrame(self.cov_re_matrix, index=idx, columns=idx, copy=False)}
+
+    @cached_property
+    def re_names(self) -> dict[str, list[str]]:
+        """Random-effect names (Z's columns), per grouping factor."""
+        return {self.group: list(self.z_names)}
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes of the random effects, one row per group level."""
+        levels = self.group_levels
+        levels = levels if isinstance(levels, pd.Index) else pd.Index(levels)
+        return pd.DataFrame(
+            self.ranef_values, index=levels.rename(self.group), columns=self._z_index, copy=False
+        )
+
+    @cached_property
+    def fitted(self) -> pd.Series | None:
+        """Conditional fitted values on the response scale (lme4's ``fitted()``), by input row."""
+        if self.fitted_values is None:
+            return None
+        return pd.Series(self.fitted_values, index=self.row_index, name="fitted", copy=False)
 
     # --- derived statistics -----------------------------------------------------------
     @property

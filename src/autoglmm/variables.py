@@ -105,6 +105,27 @@ class Evaluator:
             raise DataError(f"{what} {deparse(node)} must be one numeric column")
         return value.values[:, 0]
 
+    def array(self, name: str) -> np.ndarray | None:
+        """Column ``name``'s numpy array, read-only and not copied, without building a
+        Series; None for extension dtypes (strings, categoricals, nullable numbers) and
+        duplicated names, which take the :meth:`column` path.
+
+        ``DataFrame.__getitem__`` builds a Series (12-20 microseconds on a frame of 230
+        columns; a fit reads 20), where the model frame needs only the block's array.
+        pandas' own ``_get_column_array`` gives it (pandas 1.3 to 3.x); without it, the
+        public path is taken.
+        """
+        getter = getattr(self.data, "_get_column_array", None)
+        loc = self.columns.get_loc(name) if getter is not None else None
+        if not isinstance(loc, int | np.integer):
+            return None
+        values = getter(int(loc))
+        if not isinstance(values, np.ndarray):
+            return None
+        values = values.view()
+        values.flags.writeable = False
+        return values
+
     def column(self, name: str) -> pd.Series:
         if name in self._series:
             return self._series[name]
@@ -141,9 +162,12 @@ class Evaluator:
             raise DataError(
                 f"unknown column(s) {name}; check the formula against the data's column names"
             )
+        values = self.array(name)
+        if values is not None and values.dtype == _FLOAT64:  # the common case: no copy
+            return Numeric(values[:, None], ("",))
         column = self.column(name)
         dtype = column.dtype
-        if dtype == _FLOAT64:  # the common case: the column's own array, read-only, no copy
+        if dtype == _FLOAT64:  # the column's own array, read-only, no copy
             values = column.to_numpy().view()
             values.flags.writeable = False
             return Numeric(values[:, None], ("",))

@@ -96,21 +96,36 @@ _NONFINITE = 1e300
 
 @dataclass
 class CountedObjective:
-    """Wraps the objective: counts evaluations and keeps the log (f, *x)."""
+    """Wraps the objective: counts evaluations and keeps the log (f, *x).
+
+    The last point is remembered: the checks start where the minimiser stopped (and the
+    ``canonical`` map usually leaves that point as it is), so its deviance and gradient
+    are not computed twice.
+    """
 
     fun: Objective
     jac: bool
     log: list = field(default_factory=list)
+    _last: tuple = (None, None)  # (x, fun(x)) of the latest evaluation
+
+    def _call(self, x: np.ndarray):
+        x = np.asarray(x, dtype=float)
+        last_x, out = self._last
+        if last_x is not None and np.array_equal(last_x, x):
+            return out
+        out = self.fun(x)
+        self._last = (x.copy(), out)
+        f = out[0] if self.jac else out
+        self.log.append((float(f), *map(float, x)))
+        return out
 
     def value(self, x: np.ndarray) -> float:
-        out = self.fun(np.asarray(x, dtype=float))
+        out = self._call(x)
         f = float(out[0] if self.jac else out)
-        self.log.append((f, *map(float, x)))
         return f if np.isfinite(f) else _NONFINITE
 
     def both(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = self.fun(np.asarray(x, dtype=float))
-        self.log.append((float(f), *map(float, x)))
+        f, g = self._call(x)
         if not np.isfinite(f):
             return _NONFINITE, np.zeros(len(x))
         return float(f), np.asarray(g, dtype=float)
@@ -120,13 +135,14 @@ class CountedObjective:
 
 
 def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: int):
-    bounds = sopt.Bounds(lower, upper)
     x0 = np.clip(x0, lower, upper)
     if method == "BFGS":  # our dense BFGS (engine.bfgs): unbounded, analytic gradient
         if not (obj.jac and np.all(np.isinf(lower)) and np.all(np.isinf(upper))):
             raise ValueError("BFGS needs an analytic gradient and no bounds (use canonical)")
-        res = minimize_bfgs(obj.both, x0, gtol=1e-6, ftol=1e-12, max_iter=max_iter)
-    elif method == "L-BFGS-B" and obj.jac:
+        res = minimize_bfgs(obj.both, x0, max_iter=max_iter)
+        return np.asarray(res.x, dtype=float), float(res.fun), bool(res.success), res
+    bounds = sopt.Bounds(lower, upper)
+    if method == "L-BFGS-B" and obj.jac:
         res = sopt.minimize(
             obj.both, x0, jac=True, method="L-BFGS-B", bounds=bounds,
             options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-6, "maxcor": 10},
