@@ -17,6 +17,7 @@ from autoglmm.engine.families import (
     linkinv,
     row_all,
     row_dev,
+    row_terms,
 )
 from autoglmm.errors import DataError, UsageError
 
@@ -132,3 +133,22 @@ def test_check_response_errors() -> None:
         check_response("poisson", np.array([0.0, np.nan, 1.0]), ones)
     with pytest.raises(DataError, match="weights"):
         check_response("poisson", np.array([0.0, 1.0, 1.0]), -ones)
+
+
+@pytest.mark.parametrize("code", [BINOMIAL_LOGIT, BINOMIAL_PROBIT, POISSON_LOG])
+@pytest.mark.parametrize("wt", [1.0, 3.0])
+def test_row_terms_are_row_all_with_the_log_left_to_the_caller(code, wt) -> None:
+    eta = np.array([-40.0, -5.0, -0.3, 0.0, 0.2, 3.0, 38.0])
+    for y in (0.0, 1.0) if code != POISSON_LOG else (0.0, 2.0):
+        for e in eta:
+            lin, fac, *rest = row_terms(code, e, y, wt)
+            dev, *ref = row_all(code, e, y, wt)
+            assert lin + 2.0 * np.log(fac) == pytest.approx(dev, rel=1e-13, abs=1e-13)
+            # absolute 1e-15: at |eta| = 38 row_all's w = mu (1 - mu) cancels to 0, row_terms
+            # keeps exp(-|eta|) / (1 + exp(-|eta|))^2
+            np.testing.assert_allclose(rest, ref, rtol=1e-13, atol=1e-15)
+            # only binary logit rows leave a factor (1 + exp(-|eta|)) to the caller
+            assert (fac != 1.0) == (code == BINOMIAL_LOGIT and wt == 1.0 and abs(e) < 37)
+    if code == BINOMIAL_LOGIT:
+        w = row_terms(code, 38.0, 1.0, wt)[4]
+        assert w == pytest.approx(wt * np.exp(-38.0) / (1 + np.exp(-38.0)) ** 2, rel=1e-14)

@@ -4,8 +4,8 @@ Guard: a 3-RE binomial GLMM where L-BFGS-B alone stops short of lme4's convergen
 (its relative-reduction test, ``ftol`` 1e-12 of a deviance of ~1.5e4, leaves a scaled
 gradient above 2e-3). The first fix, Newton steps with the failed check's Hessian,
 needed about 240 evaluations; the structured Newton steps before L-BFGS-B reach the
-optimum in 126 (L-BFGS-B then stops at once). The data are those of
-``benchmarks/growth.py`` (16,000 rows, 458 schools).
+optimum in 107 (L-BFGS-B then stops at once; 52 of them are the check's Hessian). The
+data are those of ``benchmarks/growth.py`` (16,000 rows, 458 schools).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import autoglmm
 from autoglmm.engine.design import make_design
 from autoglmm.engine.families import BINOMIAL_LOGIT
 from autoglmm.engine.glmm import GlmmWorkspace
-from autoglmm.engine.glmm_newton import GTOL, newton, structured_hessian
+from autoglmm.engine.glmm_newton import GTOL, newton, structured_hessian, theta_columns
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -39,7 +39,7 @@ def test_three_re_binomial_passes_lme4_check_without_restart() -> None:
     assert not conv.restarted
     assert conv.optimizer_success and "PROJECTED GRADIENT" in conv.optimizer_status
     # L-BFGS-B alone (and the Newton polish after it) took about 240 evaluations
-    assert conv.n_evaluations <= 140
+    assert conv.n_evaluations <= 120
     # at least as good as the old path's end point (restart included)
     assert res.loglik >= -7594.847853 - 1e-6
 
@@ -70,7 +70,7 @@ def test_structured_hessian_has_exact_theta_columns_and_rx_beta_block(laplace_he
     x = np.concatenate([THETA, BETA])
     fun = _objective(ws, nt)
     R = ws.beta_information(THETA, BETA)
-    H = structured_hessian(fun, x, fun(x)[1], nt, 2.0 * R @ R.T)
+    H = structured_hessian(theta_columns(fun, x, fun(x)[1], nt), 2.0 * R @ R.T)
     exact = laplace_hessian(ws, THETA, BETA)
     # theta columns: forward differences of the analytic gradient (first order in 1e-4)
     np.testing.assert_allclose(H[:, :nt], exact[:, :nt], rtol=2e-3, atol=2e-3)

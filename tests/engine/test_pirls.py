@@ -108,3 +108,20 @@ def test_beta_information_is_lme4s_rx_computed_densely(code) -> None:
         info -= C.T @ np.linalg.solve(H, C)
     R = ws.beta_information(theta, BETA)
     np.testing.assert_allclose(R @ R.T, info, rtol=1e-10, atol=1e-10)
+
+
+def test_one_large_group_keeps_the_deviance_exact() -> None:
+    # 3000 binary rows near eta = 0: the product of the rows' factors 1 + exp(-|eta|)
+    # (families.row_terms) is renormalised inside the group, and the deviance is still
+    # the sum of the rows' own -2 log p
+    rng = np.random.default_rng(4)
+    n = 3000
+    X = np.column_stack([np.ones(n), rng.normal(0, 0.1, n)])
+    y = (rng.random(n) < 0.5).astype(float)
+    d = make_design(X, y, X[:, :1], np.zeros(n, dtype=int), re_blocks=(1,))[0]
+    ws = GlmmWorkspace(d, BINOMIAL_LOGIT)
+    md = ws.modes(np.array([0.3]), np.array([0.05, 0.2]))
+    eta = md.eta0 + md.A[:, 0] * md.u[0, 0]
+    direct = sum(row_dev(BINOMIAL_LOGIT, e, yy, 1.0) for e, yy in zip(eta, d.y, strict=True))
+    assert md.ok and md.dev[0] == pytest.approx(direct, rel=1e-13)
+    assert direct > 2 * n * np.log(2) * 0.9  # many factors near 2: past 1e250 in the product

@@ -159,6 +159,30 @@ def row_all(code: int, eta: float, y: float, wt: float):
     return -2.0 * wt * (y * eta - mu), -2.0 * wt * (y - mu), 2.0 * wt * mu, wt * mu, wt * mu
 
 
+@njit(cache=True)
+def row_terms(code: int, eta: float, y: float, wt: float):
+    """(lin, fac, s, s2, w, w1) of one row, with ``dev = lin + 2 log(fac)``.
+
+    For a logit row of weight 1 (binary data) the log is left to the caller: PIRLS
+    multiplies a group's factors ``1 + exp(-|eta|)`` (each in (1, 2]) and takes one log,
+    because ``log1p`` per row cost as much as the rest of the row (measured 3.5 of 9 ms
+    per pass over 128k rows). The product's rounding (about 1e-16 relative per factor)
+    matches that of a sum of ``log1p`` values. Elsewhere ``fac`` is 1.
+    """
+    if code == BINOMIAL_LOGIT:
+        e = math.exp(-abs(eta))
+        inv = 1.0 / (1.0 + e)
+        mu = inv if eta >= 0.0 else e * inv
+        w = wt * e * inv * inv  # wt mu (1 - mu)
+        s = -2.0 * wt * (y - mu)
+        lin = 2.0 * wt * (max(eta, 0.0) - y * eta)
+        if wt == 1.0:
+            return lin, 1.0 + e, s, 2.0 * w, w, w * (1.0 - 2.0 * mu)
+        return lin + 2.0 * wt * math.log1p(e), 1.0, s, 2.0 * w, w, w * (1.0 - 2.0 * mu)
+    dev, s, s2, w, w1 = row_all(code, eta, y, wt)
+    return dev, 1.0, s, s2, w, w1
+
+
 def linkinv(code: int, eta: np.ndarray) -> np.ndarray:
     """The mean ``mu`` on the response scale (numpy, for fitted values)."""
     if code == BINOMIAL_LOGIT:

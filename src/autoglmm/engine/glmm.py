@@ -279,18 +279,37 @@ class _Whitened:
         return T
 
 
-def _theta_scale(ws: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> np.ndarray:
-    """sqrt of half the curvature of the deviance in each theta (forward differences),
-    every PIRLS warm-started from the modes ``u0`` at (theta, beta)."""
-    g0 = ws.laplace_and_gradient(theta, beta, u0)[1]
+@dataclass(frozen=True)
+class _Start:
+    """The Laplace deviance at the start, its gradient and the Hessian's theta columns
+    there (in (theta, beta)), and ``c``: sqrt of half the curvature in each theta."""
+
+    f: float
+    g: np.ndarray
+    columns: np.ndarray
+    c: np.ndarray
+
+    def newton_columns(self, wh: _Whitened) -> np.ndarray | None:
+        """The theta columns in the optimizer's coordinates (None if not finite)."""
+        cols = np.column_stack([wh.grad(col) for col in self.columns.T]) / self.c
+        return cols if np.all(np.isfinite(cols)) else None
+
+
+def _theta_scale(ws: GlmmWorkspace, theta: np.ndarray, beta: np.ndarray, u0) -> _Start:
+    """The theta scales of the optimizer's coordinates, from forward differences of the
+    gradient (every PIRLS warm-started from the modes ``u0`` at (theta, beta)); the same
+    differences are the first Newton step's theta columns."""
+    f0, g0, _ = ws.laplace_and_gradient(theta, beta, u0)
     c = np.ones(len(theta))
+    columns = np.empty((len(g0), len(theta)))
     for k in range(len(theta)):
         t = theta.copy()
         t[k] += 1e-3
-        curv = (ws.laplace_and_gradient(t, beta, u0)[1][k] - g0[k]) / 1e-3
+        columns[:, k] = (ws.laplace_and_gradient(t, beta, u0)[1] - g0) / 1e-3
+        curv = columns[k, k]
         if np.isfinite(curv) and curv > 0:
             c[k] = np.sqrt(curv / 2)
-    return np.clip(c, 1e-2, 1e3)
+    return _Start(f0, g0, columns, np.clip(c, 1e-2, 1e3))
 
 
 def _final_derivatives(fun, jac: bool, x: np.ndarray, lower: np.ndarray):
@@ -392,7 +411,8 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
     md0 = lap.modes(theta0, beta0)  # one cold PIRLS: every later one is warm-started
     warm.keep(lap.deviance_at(md0), md0)
     R0 = _start_information(lap, md0)
-    wh = _Whitened(nt, beta0, R0, _theta_scale(lap, theta0, beta0, warm.u))
+    st = _theta_scale(lap, theta0, beta0, warm.u)
+    wh = _Whitened(nt, beta0, R0, st.c)
     T = wh.jacobian()
     lower = np.concatenate([theta_lower(design.re_blocks), np.full(p, -np.inf)])
     cov_mask = np.arange(nt + p) < nt
@@ -414,7 +434,9 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
         R = lap.information_at(warm.md)
         return None if R is None else wh.beta_curvature(R)
 
-    x0 = newton(laplace, wh.to_x(theta0, beta0), lower, nt, beta_block)
+    x0 = wh.to_x(theta0, beta0)
+    cache[x0.tobytes()] = (st.f, wh.grad(st.g))
+    x0 = newton(laplace, x0, lower, nt, beta_block, st.newton_columns(wh))
     x, _, report = optimize(
         laplace, x0, lower, jac=True, cov_mask=cov_mask, transform=T, polish=True
     )

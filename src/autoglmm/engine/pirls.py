@@ -24,10 +24,12 @@ derivative of the modes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from autoglmm.engine.families import BINOMIAL_PROBIT, row_all
+from autoglmm.engine.families import BINOMIAL_PROBIT, row_terms
 from autoglmm.engine.kernels import chol_inplace, chol_solve, forward
 
 MAX_ITER = 60
@@ -49,16 +51,21 @@ def _row_sums(code, eta0, Z, y, wt, lo, hi, b, rows, zs, S, S2, observed):
             S[a, c] = 0.0
             S2[a, c] = 0.0
     F = 0.0
+    P = 1.0  # product of the rows' factors (families.row_terms): one log per group
     for i in range(lo, hi):
         eta = eta0[i]
         for a in range(q):
             eta += Z[i, a] * b[a]
-        dev, s, s2, w, w1 = row_all(code, eta, y[i], wt[i])
+        lin, fac, s, s2, w, w1 = row_terms(code, eta, y[i], wt[i])
         rows[0, i] = s
         rows[1, i] = s2
         rows[2, i] = w
         rows[3, i] = w1
-        F += dev
+        F += lin
+        P *= fac
+        if P > 1e250:  # factors are at most 2: no overflow before this
+            F += 2.0 * math.log(P)
+            P = 1.0
         for a in range(q):
             za = Z[i, a]
             zs[a] += s * za
@@ -70,7 +77,7 @@ def _row_sums(code, eta0, Z, y, wt, lo, hi, b, rows, zs, S, S2, observed):
                 sz = s2 * Z[i, a]
                 for c in range(a + 1):
                     S2[a, c] += sz * Z[i, c]
-    return F
+    return F + 2.0 * math.log(P)
 
 
 @njit(cache=True)
