@@ -127,9 +127,9 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
-    if values.dtype.kind == "f" and values.size:  # the common case in two reductions:
-        hi, lo = values.max(), values.min()  # NaN and inf propagate into these
-        if np.isfinite(hi) and np.isfinite(lo) and max(hi, -lo) <= MAX_ABS:
+    if values.dtype.kind == "f" and values.size:  # the common case in one dot product:
+        flat = values.reshape(-1)  # finite and at most MAX_ABS**2 only if every |value| is
+        if np.dot(flat, flat) <= MAX_ABS * MAX_ABS:  # <= MAX_ABS (False for NaN and inf)
             return None
     what = f"column '{label}'" if label in ev.columns else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
@@ -426,10 +426,11 @@ def _pieces(parsed: ParsedFormula, ev: Evaluator, fixed: TermList, response: lis
 def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
     """Rows complete in every piece (R's na.omit); infinite numbers are an error."""
     mask = np.ones(len(ev.data), bool)
-    for label, value in pieces:
-        ok = _complete(ev, value, label)
-        if ok is not None:
-            mask &= ok
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: found, then named
+        for label, value in pieces:
+            ok = _complete(ev, value, label)
+            if ok is not None:
+                mask &= ok
     if not mask.any():
         raise DataError("no complete rows for the model's columns; check for missing values")
     return mask

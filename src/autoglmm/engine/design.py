@@ -241,7 +241,8 @@ def _check_columns(values: np.ndarray, names) -> None:
     M = values.reshape(len(values), -1)
     if M.size == 0:
         return
-    squares = np.einsum("ij,ij->j", M, M)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: found, then named
+        squares = np.einsum("ij,ij->j", M, M)
     if np.all(squares <= MAX_ABS * MAX_ABS):  # False for NaN and inf
         return
     hi, lo = M.max(axis=0), M.min(axis=0)  # NaN and inf propagate into these

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
-from scipy import linalg
 
 from autoglmm.engine.design import (
     GroupedDesign,
@@ -41,6 +40,7 @@ from autoglmm.engine.design import (
 )
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
+from autoglmm.engine.small_linalg import cholesky_solve, cholesky_upper, triangular_inverse
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 _UNWEIGHTED = np.empty(0)  # w2 of the kernels below: no level-2 weights (every w_j = 1)
@@ -137,12 +137,12 @@ def _centred_response(XtX, Xw, X, y, w) -> tuple[np.ndarray, np.ndarray]:
     equations, refined once (X is of full column rank); an SVD of X cost more than the
     rest of a small fit's workspace."""
     try:
-        chol = linalg.cho_factor(XtX, check_finite=False)
-        beta0 = linalg.cho_solve(chol, Xw.T @ y, check_finite=False)
+        R = cholesky_upper(XtX)
+        beta0 = cholesky_solve(R, Xw.T @ y)
         r = y - X @ beta0
-        step = linalg.cho_solve(chol, Xw.T @ r, check_finite=False)
+        step = cholesky_solve(R, Xw.T @ r)
         return np.ascontiguousarray(r - X @ step), beta0 + step
-    except (np.linalg.LinAlgError, linalg.LinAlgError):
+    except np.linalg.LinAlgError:
         sw = np.sqrt(w)
         beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
         return np.ascontiguousarray(y - X @ beta0), beta0
@@ -520,7 +520,7 @@ def estimates_at(theta: np.ndarray, ws: LMMWorkspace, reml: bool = False) -> LMM
     """beta, its covariance, sigma2, G and the conditional modes at ``theta``."""
     s = _solve(theta, ws)
     sigma2 = s.r2 / (ws.n - ws.p if reml else ws.n)
-    rx_inv = linalg.solve_triangular(s.RX, np.eye(ws.p), check_finite=False)
+    rx_inv = triangular_inverse(s.RX)
     b = _spherical_modes(s, ws) @ s.lam.T
     return LMMEstimates(
         beta=s.beta + ws.beta0,

@@ -57,7 +57,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,7 @@ from scipy import optimize as sopt
 
 from autoglmm.engine.bfgs import minimize_bfgs
 from autoglmm.engine.estimates import ConvergenceReport
+from autoglmm.engine.small_linalg import cholesky_upper, triangular_solve
 
 
 @functools.cache
@@ -77,14 +79,30 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def single_threaded_blas() -> contextlib.AbstractContextManager:
+_limited = threading.local()  # depth of single_threaded_blas() in this thread
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS to one thread while fitting: every product here is small, and a threaded
     OpenBLAS spends more on waking threads than on arithmetic (measured 2-10x slower on
-    the 2-core target machine under load). Costs about 20 microseconds to enter."""
+    the 2-core target machine under load). Entering costs about 20 microseconds, so a
+    nested use (fit -> engine -> optimizer) only counts its depth."""
     controller = _blas_controller()
-    if controller is None:  # pragma: no cover
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
+    depth = getattr(_limited, "depth", 0)
+    if controller is None or depth:
+        _limited.depth = depth + 1
+        try:
+            yield
+        finally:
+            _limited.depth = depth
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        _limited.depth = 1
+        try:
+            yield
+        finally:
+            _limited.depth = 0
 
 
 Objective = Callable[[np.ndarray], float | tuple[float, np.ndarray]]
@@ -284,10 +302,10 @@ def lme4_scaled_gradient(g: np.ndarray, H: np.ndarray) -> float:
     if not np.all(np.isfinite(g)) or not np.all(np.isfinite(H)):
         return float("nan")
     try:
-        upper = np.linalg.cholesky(H).T
+        upper = cholesky_upper(H)
+        scaled = triangular_solve(upper, g)
     except np.linalg.LinAlgError:
         return float("nan")
-    scaled = linalg.solve_triangular(upper, g, lower=False, check_finite=False)
     return float(np.max(np.minimum(np.abs(scaled), np.abs(g)))) if len(g) else 0.0
 
 
