@@ -103,7 +103,7 @@ def minimize_bfgs(
         return BfgsResult(x, float(f), g, False, "ABNORMAL: the start is not finite", 0)
     H = None
     for it in range(max_iter):
-        if np.max(np.abs(g), initial=0.0) <= gtol:
+        if not g.size or np.abs(g).max() <= gtol:
             return BfgsResult(x, f, g, True, "CONVERGENCE: NORM OF GRADIENT <= GTOL", it)
         scale = max(abs(f), 1.0)
         if H is None:
@@ -125,13 +125,13 @@ def minimize_bfgs(
         sy = float(s @ y)
         x, f, g = xt, float(ft), gt
         if sy > 1e-10 * float(np.sqrt((s @ s) * (y @ y))):
-            if H is None:
-                H = np.eye(len(x)) * (sy / float(y @ y))
-            rho = 1.0 / sy
-            Hy = H @ y
-            H = (
-                H
-                - rho * (np.outer(s, Hy) + np.outer(Hy, s))
-                + (rho * rho * (y @ Hy) + rho) * np.outer(s, s)
-            )
+            H = _bfgs_update(np.eye(len(x)) * (sy / float(y @ y)) if H is None else H, s, y, sy)
     return BfgsResult(x, f, g, False, "STOP: TOTAL NO. OF ITERATIONS EXCEEDS LIMIT", max_iter)
+
+
+def _bfgs_update(H: np.ndarray, s: np.ndarray, y: np.ndarray, sy: float) -> np.ndarray:
+    """The BFGS update of the inverse Hessian ``H`` with the pair ``s``, ``y`` (``s'y > 0``)."""
+    rho = 1.0 / sy
+    Hy = H @ y
+    sHy = s[:, None] * Hy[None, :]
+    return H - rho * (sHy + sHy.T) + (rho * rho * float(y @ Hy) + rho) * (s[:, None] * s[None, :])

@@ -16,6 +16,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from autoglmm.errors import DataError
 
@@ -179,9 +180,16 @@ def lambda_from_theta(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarr
     ``lam[rows, cols] = theta`` with :func:`theta_positions`.
     """
     rows, cols = theta_positions(re_blocks)
-    q = sum(re_blocks)
+    return fill_lambda(np.asarray(theta, dtype=float), rows, cols, sum(re_blocks))
+
+
+@njit(cache=True)
+def fill_lambda(theta, rows, cols, q):  # pragma: no cover - numba
+    """``Lambda`` (q x q, zeros elsewhere) with ``Lambda[rows[k], cols[k]] = theta[k]``;
+    compiled so that the LMM's objective builds it inside its own numba call."""
     lam = np.zeros((q, q))
-    lam[rows, cols] = theta
+    for k in range(len(theta)):
+        lam[rows[k], cols[k]] = theta[k]
     return lam
 
 

@@ -124,17 +124,17 @@ class CountedObjective:
     fun: Objective
     jac: bool
     log: list = field(default_factory=list)
-    _last: tuple = (None, None)  # (x, fun(x)) of the latest evaluation
+    _last: tuple = (None, None)  # (x's bytes, fun(x)) of the latest evaluation
 
     def _call(self, x: np.ndarray):
         x = np.asarray(x, dtype=float)
-        last_x, out = self._last
-        if last_x is not None and np.array_equal(last_x, x):
-            return out
+        key = x.tobytes()
+        if key == self._last[0]:
+            return self._last[1]
         out = self.fun(x)
-        self._last = (x.copy(), out)
+        self._last = (key, out)
         f = out[0] if self.jac else out
-        self.log.append((float(f), *map(float, x)))
+        self.log.append((float(f), *x.tolist()))
         return out
 
     def value(self, x: np.ndarray) -> float:
