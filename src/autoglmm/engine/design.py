@@ -32,7 +32,7 @@ class GroupedDesign:
 
     Attributes
     ----------
-    X : (n, p) fixed-effects design, full column rank.
+    X : (n, p) fixed-effects design, full column rank (row- or column-major).
     y : (n,) response (for binomial proportions: the proportion).
     Z : (n, q) random-effects covariates of each row (the columns of one group's block).
     weights : (n,) prior weights (ones when none were given).
@@ -119,9 +119,9 @@ def make_design(
     if sum(re_blocks) != Z.shape[1]:
         raise ValueError(f"re_blocks {re_blocks} do not add up to q={Z.shape[1]}")
     design = GroupedDesign(
-        X=np.ascontiguousarray(X),
+        X=_contiguous(X),
         y=np.ascontiguousarray(y),
-        Z=np.ascontiguousarray(Z),
+        Z=_contiguous(Z),
         weights=np.ascontiguousarray(w),
         offset=np.ascontiguousarray(off),
         group=g,
@@ -133,6 +133,12 @@ def make_design(
         xtx=xtx,
     )
     return design, order
+
+
+def _contiguous(M: np.ndarray) -> np.ndarray:
+    """``M`` as it is when stored contiguously in either order (the model frame builds
+    column-major matrices; see ``model_frame._column_major``), else a row-major copy."""
+    return M if M.flags.f_contiguous or M.flags.c_contiguous else np.ascontiguousarray(M)
 
 
 def theta_lower(re_blocks: tuple[int, ...]) -> np.ndarray:

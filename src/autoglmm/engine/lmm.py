@@ -108,13 +108,13 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     Without prior weights, X'X comes from the design when its builder computed it.
     """
     w = design.weights
-    X = np.ascontiguousarray(design.X)
+    X = design.X  # either layout: one pass over the rows, then cross-products only
     y = design.y - design.offset
     unit = bool(np.all(w == 1.0))
     Xw = X if unit else X * w[:, None]
     XtX = design.xtx if unit and design.xtx is not None else Xw.T @ X
     e0, beta0 = _centred_response(XtX, Xw, X, y, w)
-    ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w, design.starts)
+    ZtZ, ZtX, Zty = _group_crossproducts(X, design.Z, e0, w, design.starts)
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
         ZtZ=ZtZ,
