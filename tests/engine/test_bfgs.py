@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoglmm.engine import lmm
-from autoglmm.engine.bfgs import minimize_bfgs
+from autoglmm.engine.bfgs import _next_step, minimize_bfgs
 from autoglmm.engine.design import make_design, theta_canonical
 from autoglmm.engine.optimize import optimize
 
@@ -107,3 +107,16 @@ def test_lmm_fit_uses_bfgs_and_passes_lme4s_check():
 def test_bfgs_is_refused_with_bounds():
     with pytest.raises(ValueError, match="no bounds"):
         optimize(lambda x: (float(x @ x), 2 * x), np.ones(1), np.zeros(1), jac=True, method="BFGS")
+
+
+def test_backtracking_step_is_the_cubic_minimiser_within_its_guards():
+    # phi(t) = (t - 0.3)^2: phi(0) = 0.09, phi'(0) = -0.6, phi(1) = 0.49, phi'(1) = 1.4
+    assert _next_step(1.0, 0.09, -0.6, 0.49, 1.4) == pytest.approx(0.3)
+    # phi(t) = t^3 - 1.2 t^2 + 0.36 t (minimum at 0.6 after a maximum at 0.2): on [0, 2]
+    # the cubic is exact, its minimiser 0.6 lies in [0.25 t, 0.5 t] = [0.5, 1]
+    phi = lambda t: t**3 - 1.2 * t**2 + 0.36 * t  # noqa: E731
+    dphi = lambda t: 3 * t**2 - 2.4 * t + 0.36  # noqa: E731
+    assert _next_step(2.0, phi(0), dphi(0), phi(2.0), dphi(2.0)) == pytest.approx(0.6)
+    # a minimiser outside the guards is moved to them
+    assert _next_step(1.0, 0.0, -1.0, 100.0, 0.0) == pytest.approx(0.25)
+    assert _next_step(1.0, 0.25, -1.0, 0.25, 1.0) == pytest.approx(0.5)

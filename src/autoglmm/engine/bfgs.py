@@ -11,7 +11,7 @@ The iteration (Nocedal and Wright, *Numerical Optimization*, 2nd ed., algorithm 
 - direction ``d = -H g``; the first step is scaled to unit length, as L-BFGS-B's first
   step; after the first accepted step ``H`` starts from ``(s'y / y'y) I`` (eq. 6.20);
 - backtracking line search from ``t = 1`` on the Armijo condition (``c1 = 1e-4``), with a
-  cubic fitted to the two values and slopes for the next trial, kept in ``[0.1 t, 0.5 t]``;
+  cubic fitted to the two values and slopes for the next trial, kept in ``[0.25 t, 0.5 t]``;
   a non-finite deviance quarters the step;
 - the BFGS update is skipped when ``s'y <= 1e-10 |s| |y|`` (curvature not positive), which
   keeps ``H`` positive definite without a Wolfe line search;
@@ -50,17 +50,21 @@ class BfgsResult:
 
 
 def _next_step(t: float, f0: float, slope0: float, ft: float, slope_t: float) -> float:
-    """The minimiser of the cubic through (0, f0, slope0) and (t, ft, slope_t), kept in
-    [0.1 t, 0.5 t] (a safeguarded backtracking step)."""
-    d1 = slope0 + slope_t - 3.0 * (f0 - ft) / t
+    """The minimiser of the cubic through (0, f0, slope0) and (t, ft, slope_t) (Nocedal and
+    Wright, eq. 3.59), kept in [0.25 t, 0.5 t]: a safeguarded backtracking step. The
+    lower guard matters for theta: from lme4's start a first step that overshoots to
+    theta = 0, where the deviance rises far faster than a cubic, would otherwise be cut to
+    a tenth and crawl back (measured over 10 data sets at TIMSS scale: 10.9 evaluations
+    per null model against 12.5 with a guard of 0.1 t; 24 with 3 random effects)."""
+    d1 = slope0 + slope_t + 3.0 * (f0 - ft) / t
     disc = d1 * d1 - slope0 * slope_t
+    new = 0.5 * t
     if disc >= 0.0:
         d2 = np.sqrt(disc)
         denom = slope_t - slope0 + 2.0 * d2
         if denom != 0.0:
             new = t - t * (slope_t + d2 - d1) / denom
-            return min(max(new, 0.1 * t), 0.5 * t)
-    return 0.5 * t
+    return min(max(new, 0.25 * t), 0.5 * t) if np.isfinite(new) else 0.5 * t
 
 
 def _line_search(fun, x, f, g, d, max_tries: int = 40):
