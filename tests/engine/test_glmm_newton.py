@@ -100,3 +100,33 @@ def test_newton_reaches_lbfgsb_tolerance_from_lme4_start() -> None:
     assert 2 <= len(calls) <= 12  # one Hessian per iteration: a handful of iterations
     assert np.all(x[lower == 0.0] > 0.0)  # strictly inside the bounds
     assert f == pytest.approx(ws.deviance(x[:nt], x[nt:]), abs=1e-9)
+
+
+def test_mirrored_point_starts_from_extrapolated_modes() -> None:
+    # lme4's check evaluates c + h e_i, then c - h e_i: the second PIRLS starts from
+    # 2 u(c) - u(c + h e_i), and the deviance and gradient are those of a cold start
+    from autoglmm.engine.glmm import _Warm
+
+    d = _three_re_binary()
+    ws = GlmmWorkspace(d, BINOMIAL_LOGIT)
+    nt = len(THETA)
+    c = np.concatenate([THETA, BETA])
+    e = np.zeros(len(c))
+    e[1] = 1e-4
+    warm = _Warm(d.m, d.q)
+    for x, grad in ((c, np.full(len(c), 1e-7)), (c + e, np.full(len(c), 1e-3))):
+        f, g, md = ws.laplace_and_gradient(x[:nt], x[nt:], warm.start(x))
+        warm.keep(f, md, x.tobytes(), x, grad)
+    u_c = ws.modes(THETA, BETA).u
+    u_plus = ws.modes((c + e)[:nt], (c + e)[nt:]).u
+    start = warm.start(c - e)
+    np.testing.assert_allclose(start, 2 * u_c - u_plus, atol=1e-12)
+    exact = ws.modes((c - e)[:nt], (c - e)[nt:]).u
+    # second order: far closer than the last point's modes
+    assert np.max(np.abs(start - exact)) < 1e-3 * np.max(np.abs(u_plus - exact))
+    f0, g0, _ = ws.laplace_and_gradient((c - e)[:nt], (c - e)[nt:])
+    f1, g1, _ = ws.laplace_and_gradient((c - e)[:nt], (c - e)[nt:], start)
+    assert f1 == pytest.approx(f0, abs=1e-9)
+    np.testing.assert_allclose(g1, g0, rtol=1e-9, atol=1e-9)
+    # a point that mirrors nothing starts from the last modes
+    assert warm.start(c + 2 * e) is warm.u

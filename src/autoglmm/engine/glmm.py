@@ -389,16 +389,41 @@ def fit_glmm(
 
 class _Warm:
     """The last finite evaluation: its modes are the next PIRLS's warm start, and (with
-    the point's key) the Newton steps' source of lme4's ``RX`` at that point."""
+    the point's key) the Newton steps' source of lme4's ``RX`` at that point.
+
+    Central differences (lme4's check) evaluate ``c + h e_i`` and then ``c - h e_i`` about
+    the point ``c`` with the smallest gradient so far (the optimum); the second starts from
+    ``2 u(c) - u(c + h e_i)``, the modes extrapolated linearly, which are off by O(h^2)
+    instead of O(h): PIRLS then needs one pass over the rows less.
+    """
 
     def __init__(self, m: int, q: int) -> None:
         self.u = np.zeros((m, q))
         self.md: Modes | None = None
         self.key: bytes | None = None
+        self.x: np.ndarray | None = None
+        self.anchor: tuple[float, np.ndarray, np.ndarray] | None = None  # (max|g|, x, u)
 
-    def keep(self, f: float, md: Modes, key: bytes | None = None) -> None:
-        if np.isfinite(f):
-            self.u, self.md, self.key = md.u, md, key
+    def keep(self, f: float, md: Modes, key=None, x=None, g=None) -> None:
+        if not np.isfinite(f):
+            return
+        self.u, self.md, self.key = md.u, md, key
+        self.x = None if x is None else np.array(x, dtype=float)  # the optimizer reuses x
+        if g is not None:
+            size = float(np.max(np.abs(g)))
+            if self.anchor is None or size < self.anchor[0]:
+                self.anchor = (size, self.x, md.u)
+
+    def start(self, x: np.ndarray) -> np.ndarray:
+        """The warm start for ``x``: extrapolated when ``x`` mirrors the last point about
+        the anchor, else the last modes."""
+        if self.anchor is None or self.x is None:
+            return self.u
+        _, xc, uc = self.anchor
+        mid = 0.5 * (x + self.x)
+        if np.max(np.abs(mid - xc)) <= 1e-12 * (1.0 + np.max(np.abs(xc))):
+            return 2.0 * uc - self.u
+        return self.u
 
 
 def _fit(design, code, family, link, nagq, start) -> EngineResult:
@@ -422,9 +447,9 @@ def _fit(design, code, family, link, nagq, start) -> EngineResult:
         # memoised: the final Hessian below reuses the optimizer's finite-difference points
         key = x.tobytes()
         if key not in cache:
-            f, g, md = lap.laplace_and_gradient(*wh.split(x), warm.u)
-            warm.keep(f, md, key)
+            f, g, md = lap.laplace_and_gradient(*wh.split(x), warm.start(x))
             cache[key] = (f, wh.grad(g))
+            warm.keep(f, md, key, x, cache[key][1])
         return cache[key]
 
     def beta_block(x: np.ndarray) -> np.ndarray | None:
