@@ -242,7 +242,7 @@ def theta_canonical(theta: np.ndarray, re_blocks: tuple[int, ...]) -> np.ndarray
     return theta
 
 
-def _check_columns(values: np.ndarray, names) -> None:
+def _check_columns(values: np.ndarray, names, squares: np.ndarray | None = None) -> None:
     """Finite and at most MAX_ABS in every column; the message names the first offending
     column.
 
@@ -255,8 +255,9 @@ def _check_columns(values: np.ndarray, names) -> None:
     M = values.reshape(len(values), -1)
     if M.size == 0:
         return
-    with np.errstate(over="ignore", invalid="ignore"):  # huge values: found, then named
-        squares = np.einsum("ij,ij->j", M, M)
+    if squares is None:  # (the column sums of squares, when the caller has them)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: found, then named
+            squares = np.einsum("ij,ij->j", M, M)
     if np.all(squares <= MAX_ABS * MAX_ABS):  # False for NaN and inf
         return
     hi, lo = M.max(axis=0), M.min(axis=0)  # NaN and inf propagate into these
@@ -289,7 +290,8 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
     Raises :class:`~autoglmm.errors.DataError` (CLI exit 1) with a one-line message.
     """
     _check_columns(design.y, ["the outcome"])
-    _check_columns(design.X, [f"fixed-effect column '{n}'" for n in design.x_names])
+    x_squares = None if design.xtx is None else np.diag(design.xtx)
+    _check_columns(design.X, [f"fixed-effect column '{n}'" for n in design.x_names], x_squares)
     _check_columns(design.Z, [f"random-effect column '{n}'" for n in design.z_names])
     _check_columns(design.offset, ["the offset"])
     _check_columns(design.weights, ["the prior weights"])
