@@ -19,7 +19,8 @@ so no ``A = Z Lambda`` is formed. The gradient (:func:`pirls_modes` with
 ``gradient=True``) is computed group by group right after that group's PIRLS, from its
 last pass's sums, plus one pass over its rows for the log-determinant's derivative
 (which needs the factor of ``H`` at the mode) and a short one for the implicit
-derivative of the modes.
+derivative of the modes. The per-group helpers are inlined into the loop
+(``inline="always"``): calls with a dozen array arguments cost 12% of the time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MAX_ITER = 60
 MAX_HALVINGS = 30
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _row_sums(code, eta0, Z, y, wt, lo, hi, b, rows, zs, S, S2, observed):
     """One pass over a group's rows at ``eta = eta0 + Z b`` (``b = Lambda u``).
 
@@ -80,7 +81,7 @@ def _row_sums(code, eta0, Z, y, wt, lo, hi, b, rows, zs, S, S2, observed):
     return F + 2.0 * math.log(P)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _congruence(lam, S, scale, H, T):
     """``H = scale * Lambda' S Lambda + I`` from the lower triangle of ``S`` (which is made
     symmetric in place); ``T`` (q, q) is scratch."""
@@ -103,7 +104,7 @@ def _congruence(lam, S, scale, H, T):
             H[b, a] = H[a, b]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _state(code, eta0, Z, lam, y, wt, lo, hi, u, b, rows, zs, S, S2, g, H, Ho, T, observed):
     """F(u), the half-gradient ``g = Lambda' zs / 2 + u`` and ``H = A'WA + I`` of one group
     at ``u`` (and the observed curvature ``Ho = A' S2 A / 2 + I`` when ``observed``)."""
