@@ -77,6 +77,24 @@ def _add_small(Z, i, s, w, q, zs, S):
 
 
 @njit(cache=True, inline="always")
+def _quadratic_small(K, Z, i, q):
+    """``z_i' K z_i`` for q <= 3, written out in the loop's order of additions."""
+    z0 = Z[i, 0]
+    if q == 1:
+        return 0.0 + z0 * (0.0 + K[0, 0] * z0)
+    z1 = Z[i, 1]
+    if q == 2:
+        a0 = K[0, 0] * z0 + K[0, 1] * z1
+        a1 = K[1, 0] * z0 + K[1, 1] * z1
+        return z0 * a0 + z1 * a1
+    z2 = Z[i, 2]
+    a0 = K[0, 0] * z0 + K[0, 1] * z1 + K[0, 2] * z2
+    a1 = K[1, 0] * z0 + K[1, 1] * z1 + K[1, 2] * z2
+    a2 = K[2, 0] * z0 + K[2, 1] * z1 + K[2, 2] * z2
+    return z0 * a0 + z1 * a1 + z2 * a2
+
+
+@njit(cache=True, inline="always")
 def _row_sums(code, eta0, Z, y, wt, lo, hi, b, rows, zs, S, S2, observed):
     """One pass over a group's rows at ``eta = eta0 + Z b`` (``b = Lambda u``).
 
@@ -263,12 +281,15 @@ def _group_gradient(Z, lam, lo, hi, uj, L, Lo, zs, S, S2, rows, r, G, K, M, v):
             K[a, c] = acc
             K[c, a] = acc
     for i in range(lo, hi):  # the direct derivative of log det H
-        h = 0.0
-        for a in range(q):
-            acc = 0.0
-            for c in range(q):
-                acc += K[a, c] * Z[i, c]
-            h += Z[i, a] * acc
+        if q <= 3:
+            h = _quadratic_small(K, Z, i, q)
+        else:
+            h = 0.0
+            for a in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += K[a, c] * Z[i, c]
+                h += Z[i, a] * acc
         cw = rows[3, i] * h
         r[i] = rows[0, i] + cw
         for a in range(q):
