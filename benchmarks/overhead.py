@@ -8,7 +8,8 @@ the ratios, and the load printed with them):
   correlated random effects) on TIMSS-scale data (about 8,600 rows, 229 schools), fresh
   data for every call (``--reps`` data sets drawn with different seeds, each tool fitting
   the same ones), by autoglmm, lme-python, mixedlm, statsmodels (not the 3-RE model: it
-  takes seconds and does not converge) and lme4 (timed inside R, each data set once);
+  takes seconds and does not converge), each Python tool in a process of its own, taking
+  turns (see :func:`run_fits`), and lme4 (timed inside R, each data set once);
 - ``search``: the search steps (given ranking, no forest) at 128k rows in 229 schools, as
   ``growth.py`` times them, in a fresh process per run; with ``--before-src DIR`` (the
   ``src`` folder of an earlier commit, e.g. ``git archive <commit> src | tar -x -C DIR/..``)
@@ -119,30 +120,72 @@ def _data_sets(reps: int, seed: int = 700) -> list:
     ]
 
 
-def run_fits(reps: int) -> dict:
-    """Median seconds and log-likelihoods per (model, tool); data set 0 is the warm-up."""
+_TOOL_RUN = """
+import json, pickle, sys, time
+sys.path.insert(0, {bench!r})
+import overhead
+tool = {tool!r}
+fn = overhead.PY_TOOLS[tool][0]
+with open({path!r}, "rb") as fh:
+    sets = pickle.load(fh)
+out = {{}}
+for model in overhead.MODELS:
+    if overhead._skip(model, tool):
+        continue
+    fn(sets[0]["formulas"][model], sets[0]["frame"])  # warm-up: imports, caches
+    times, logliks = [], []
+    for data in sets[1:]:
+        frame = data["frame"].copy()  # fresh data for every call
+        t = time.perf_counter()
+        logliks.append(fn(data["formulas"][model], frame))
+        times.append(time.perf_counter() - t)
+    out[model] = {{"times": times, "loglik": logliks}}
+print(json.dumps(out))
+"""
+
+
+# every tool gets what autoglmm gives itself (engine.optimize.single_threaded_blas): BLAS on
+# one thread. These fits multiply small matrices; a second BLAS thread on a 2-core machine
+# shared with anything else made mixedlm 4-9x slower (null model 38 ms against 8.7 ms).
+_ONE_BLAS_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                    "MKL_NUM_THREADS": "1"}  # fmt: skip
+
+
+def run_fits(reps: int, cycles: int = 2) -> dict:
+    """Median seconds and log-likelihoods per (model, tool); data set 0 is the warm-up.
+
+    Each tool runs in a process of its own, as a user's would, the tools taking turns
+    (``cycles`` rounds, the order rotated), all on the same data sets. In one process, a
+    peer's multi-threaded OpenBLAS (mixedlm, statsmodels) slowed the next tool's fits:
+    autoglmm's null-model fit took 1.9 ms alone and 7.5 ms between mixedlm's calls on the
+    2-core machine (1.9 ms again with ``OPENBLAS_NUM_THREADS=1``), so the old interleaved
+    run measured the harness more than the tools. BLAS runs on one thread in every tool's
+    process (``_ONE_BLAS_THREAD``); lme-python's own (Rust) threads are left as they are.
+    """
+    import pickle
+
     sets = _data_sets(reps)
-    tools = {k: v for k, v in PY_TOOLS.items() if v[1] is None or common.has_peer(v[1]) or
-             _importable(v[1])}  # fmt: skip
+    tools = [k for k, v in PY_TOOLS.items() if v[1] is None or common.has_peer(v[1]) or
+             _importable(v[1])]  # fmt: skip
     times: dict = {(m, t): [] for m in MODELS for t in tools}
-    logliks: dict = {(m, t): [] for m in MODELS for t in tools}
-    for model in MODELS:
-        for tool, (fn, _) in tools.items():
-            if not _skip(model, tool):
-                fn(sets[0].formulas()[model], sets[0].frame)  # warm-up: imports, caches
-    order = list(tools)
-    for i, data in enumerate(sets[1:]):
-        rotated = order[i % len(order) :] + order[: i % len(order)]  # interleaved
-        for model in MODELS:
-            formula = data.formulas()[model]
-            for tool in rotated:
-                if _skip(model, tool):
-                    continue
-                frame = data.frame.copy()  # fresh data for every call
-                t = time.perf_counter()
-                ll = tools[tool][0](formula, frame)
-                times[(model, tool)].append(time.perf_counter() - t)
-                logliks[(model, tool)].append(ll)
+    logliks: dict = {}
+    with tempfile.TemporaryDirectory(prefix="autoglmm-overhead-") as tmp:
+        path = Path(tmp) / "sets.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump([{"frame": d.frame, "formulas": d.formulas()} for d in sets], fh)
+        for cycle in range(cycles):
+            order = tools[cycle % len(tools) :] + tools[: cycle % len(tools)]
+            for tool in order:
+                code = _TOOL_RUN.format(bench=str(Path(__file__).resolve().parent),
+                                        tool=tool, path=str(path))  # fmt: skip
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                      text=True, timeout=3600, env=_ONE_BLAS_THREAD)  # fmt: skip
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{tool}: {proc.stderr.strip().splitlines()[-1]}")
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                for model, r in res.items():
+                    times[(model, tool)].extend(r["times"])
+                    logliks.setdefault((model, tool), r["loglik"])
     out = {
         f"{m}|{t}": {"seconds": statistics.median(v), "loglik": logliks[(m, t)]}
         for (m, t), v in times.items()

@@ -367,3 +367,25 @@ def test_model_frame_does_not_deep_copy_attrs_per_column():
     assert frame.design.X.shape == (60, 9)
     assert _CopyCounter.copies <= 1
     assert data.attrs["labels"] is probe
+
+
+def test_layouts_and_group_codes_of_sorted_and_unsorted_rows():
+    """Gaussian designs keep the column-major matrices the frame builds (the LMM reduces
+    them to cross-products once); GLMM designs get row-major ones. Integer group ids that
+    are already sorted are coded without hashing, as pd.factorize(sort=True) codes them."""
+    rng = np.random.default_rng(5)
+    g = np.repeat([3, 7, 8, 20, 21], 6)
+    data = pd.DataFrame({"y": rng.integers(0, 2, 30).astype(float), "x": rng.normal(size=30),
+                         "g": g})  # fmt: skip
+    lmm = build_model_frame(parse_formula("y ~ x + (x | g)"), data).design
+    glmm = build_model_frame(parse_formula("y ~ x + (x | g)"), data, family="binomial").design
+    assert lmm.X.flags.f_contiguous and glmm.X.flags.c_contiguous and glmm.Z.flags.c_contiguous
+    np.testing.assert_array_equal(lmm.X, glmm.X)
+    np.testing.assert_array_equal(lmm.X[:, 1], data["x"].to_numpy())
+    np.testing.assert_allclose(lmm.xtx, lmm.X.T @ lmm.X)
+    np.testing.assert_array_equal(lmm.group, pd.factorize(g, sort=True)[0])
+    assert lmm.group_levels == (3, 7, 8, 20, 21)
+    shuffled = data.sample(frac=1.0, random_state=1)
+    frame = build_model_frame(parse_formula("y ~ x + (x | g)"), shuffled)
+    np.testing.assert_array_equal(frame.design.group, lmm.group)
+    np.testing.assert_array_equal(frame.design.y, shuffled["y"].to_numpy()[frame.order])

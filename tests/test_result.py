@@ -89,3 +89,31 @@ def test_lrt_result_prints_as_a_table(reference_data, sleep_fit):
     assert big[:5] == ["big", "6", f"{sleep_fit.loglik:.2f}", f"{res.chisq:.2f}", "2"]
     assert big[5] == format_p(res.p)
     assert res.p < 1e-6 and res.chisq == pytest.approx(2 * (sleep_fit.loglik - small.loglik))
+
+
+def test_tables_are_views_of_the_arrays_built_once(sleep_fit):
+    """The named tables are built on first use from the engine's arrays, and kept."""
+    fit = dataclasses.replace(sleep_fit)  # a new Fit: nothing built yet
+    assert "fixef" not in fit.__dict__
+    assert list(fit.fixef.index) == list(fit.x_names) == ["(Intercept)", "Days"]
+    np.testing.assert_array_equal(fit.fixef.to_numpy(), fit.beta)
+    np.testing.assert_allclose(fit.se.to_numpy() ** 2, np.diag(fit.vcov.to_numpy()))
+    assert fit.fixef is fit.fixef and fit.ranef is fit.ranef
+    assert fit.ranef.index.name == "Subject" and list(fit.ranef.columns) == ["(Intercept)", "Days"]
+    assert fit.ranef.shape == (18, 2)
+    assert list(fit.cov_re) == ["Subject"] and fit.re_names == {"Subject": ["(Intercept)", "Days"]}
+
+
+def test_fitted_values_follow_the_input_rows_when_groups_are_not_sorted(reference_data):
+    """Rows not sorted by group are sorted for the engine; fitted values come back labelled
+    by the input's rows, equal to those of the sorted input."""
+    sleep = reference_data("sleepstudy.csv")
+    shuffled = sleep.sample(frac=1.0, random_state=3)
+    a = autoglmm.fit("Reaction ~ Days + (Days | Subject)", sleep)
+    b = autoglmm.fit("Reaction ~ Days + (Days | Subject)", shuffled)
+    assert list(b.fitted.index) == list(shuffled.index)
+    np.testing.assert_allclose(b.fitted.loc[sleep.index], a.fitted, rtol=1e-6)
+    fitted = a.fixef["(Intercept)"] + a.fixef["Days"] * sleep["Days"]
+    b_rows = a.ranef.loc[sleep["Subject"]].to_numpy()
+    fitted = fitted + b_rows[:, 0] + b_rows[:, 1] * sleep["Days"]
+    np.testing.assert_allclose(a.fitted, fitted, rtol=1e-10)

@@ -20,7 +20,10 @@ Both engines call one function::
   optima that a bound at 0 creates (measured: bounded L-BFGS-B stopped at a worse,
   singular point on 3 of 8 test problems; unbounded + canonical found lme4's optimum or
   better on all 8). Bounds are still used for snapping, the checks and ``singular``.
-- ``method``: ``"L-BFGS-B"`` (default with ``jac=True``), ``"Nelder-Mead"`` (default
+- ``method``: ``"BFGS"`` (:mod:`autoglmm.engine.bfgs`, dense, without bounds: needs
+  ``jac=True`` and a ``canonical`` map or no bounds; the LMM's choice, as scipy's wrapper
+  cost more than a small model's evaluations), ``"L-BFGS-B"`` (default with ``jac=True``),
+  ``"Nelder-Mead"`` (default
   without a gradient: lme4's derivative-free choice for GLMMs) or ``"Powell"``.
 
 What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
