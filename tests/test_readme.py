@@ -45,7 +45,9 @@ def test_readme_blocks_are_accounted_for():
     langs = [lang for lang, _, _ in found]
     assert langs.count("python") >= 3 and langs.count("bash") >= 2
     not_run = [why for lang, _, why in found if why]
-    assert len(not_run) <= 3 and all("install" in w or "needs" in w for w in not_run), not_run
+    # one install block and the examples on TIMSS files users bring (the same paths run on
+    # simulated TIMSS-shaped files in `autoglmm demo --timss`, which is run)
+    assert len(not_run) <= 5 and all("install" in w or "needs" in w for w in not_run), not_run
     quick = [p for p in _cases() if not p.marks]
     assert quick, "at least one README block runs in the default suite"
 
