@@ -375,13 +375,16 @@ def _solve(theta: np.ndarray, ws: LMMWorkspace) -> _Solution:
 
 
 def _deviance_from(s: _Solution, ws: LMMWorkspace, reml: bool) -> float:
-    return _criterion(s.logdet_L, s.logdet_RX, s.r2, ws, reml)
+    n, p = float(ws.n), float(ws.p)
+    return float(_criterion(s.logdet_L, s.logdet_RX, s.r2, n, p, ws.sum_log_w, reml))
 
 
-def _criterion(logdet_L: float, logdet_RX: float, r2: float, ws: LMMWorkspace, reml: bool):
-    n = ws.n - ws.p if reml else ws.n
-    dev = profiled_deviance(logdet_L, r2, n, ws.sum_log_w)
-    return float(dev + logdet_RX) if reml else float(dev)
+@njit(cache=True)
+def _criterion(logdet_L, logdet_RX, r2, n, p, sum_log_w, reml):  # pragma: no cover - numba
+    """-2 log-likelihood (ML) or the REML criterion from the factorisation's pieces."""
+    if reml:
+        return profiled_deviance(logdet_L, r2, n - p, sum_log_w) + logdet_RX
+    return profiled_deviance(logdet_L, r2, n, sum_log_w)
 
 
 @njit(cache=True)
@@ -473,12 +476,9 @@ def _evaluation(theta, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, p, sum_log_w
     grad = np.full(len(theta), np.nan)
     if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
         return np.inf, grad
-    n_eff = n - p if reml else n
-    dev = profiled_deviance(logdet_L, r2, n_eff, sum_log_w)
-    if reml:
-        dev += logdet_RX
+    dev = _criterion(logdet_L, logdet_RX, r2, n, p, sum_log_w, reml)
     if want_grad:
-        grad = theta_gradient(T, G, r2, n_eff, rows, cols)
+        grad = theta_gradient(T, G, r2, n - p if reml else n, rows, cols)
     return dev, grad
 
 
