@@ -25,6 +25,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -38,6 +39,14 @@ from autoglmm.engine.design import (
     theta_lower,
     theta_positions,
     theta_start,
+)
+from autoglmm.engine.bfgs import (
+    CompiledObjective,
+    bfgs_point,
+    bfgs_result,
+    bfgs_start,
+    bfgs_tell,
+    bfgs_wants,
 )
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
@@ -75,6 +84,43 @@ class LMMWorkspace:
     @property
     def p(self) -> int:
         return self.XtX.shape[0]
+
+    def objective(self, reml: bool = False) -> CompiledObjective:
+        """The compiled deviance-and-gradient objective of theta (for the optimizer)."""
+        return theta_objective(
+            self.ZtZ, self.ZtX, self.Zty, self.XtX, self.Xty, _UNWEIGHTED, self.rows, self.cols,
+            yty=self.yty, n=self.n, p=self.p, sum_log_w=self.sum_log_w, reml=reml,
+        )  # fmt: skip
+
+
+class ThetaData(NamedTuple):
+    """What one evaluation of the profiled deviance reads: the per-group statistics, the
+    level-2 weights ``w2`` (empty: none), theta's positions in Lambda and the scalars."""
+
+    ZtZ: np.ndarray
+    ZtX: np.ndarray
+    Zty: np.ndarray
+    XtX: np.ndarray
+    Xty: np.ndarray
+    w2: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    yty: float
+    n: float  # (weighted) number of observations
+    p: float
+    sum_log_w: float
+    reml: bool
+
+
+def theta_objective(ZtZ, ZtX, Zty, XtX, Xty, w2, rows, cols, *, yty, n, p, sum_log_w, reml):
+    """The optimizer's objective on these statistics (contiguous arrays and Python
+    scalars: one set of types, one compiled kernel)."""
+    data = ThetaData(
+        *(np.ascontiguousarray(a, dtype=float) for a in (ZtZ, ZtX, Zty, XtX, Xty, w2)),
+        np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64),
+        float(yty), float(n), float(p), float(sum_log_w), bool(reml),
+    )  # fmt: skip
+    return CompiledObjective(_evaluation, data, _minimize_theta)
 
 
 @njit(cache=True)
@@ -465,32 +511,6 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2):  # pragm
 
 
 @njit(cache=True)
-def _evaluation(theta, rows, cols, ZtZ, ZtX, Zty, XtX, Xty, yty, n, p, sum_log_w, reml, want_grad):
-    """The deviance (or REML criterion) and its gradient at theta, in one compiled call:
-    the optimizer evaluates 10-40 times per fit and Python glue cost as much as the
-    arithmetic. ``(inf, nan...)`` where the system is not positive definite."""
-    lam = fill_lambda(theta, rows, cols, ZtZ.shape[1])
-    logdet_L, logdet_RX, r2, G, T = _objective(
-        lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, _UNWEIGHTED
-    )
-    grad = np.full(len(theta), np.nan)
-    if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
-        return np.inf, grad
-    dev = _criterion(logdet_L, logdet_RX, r2, n, p, sum_log_w, reml)
-    if want_grad:
-        grad = theta_gradient(T, G, r2, n - p if reml else n, rows, cols)
-    return dev, grad
-
-
-def _evaluate(theta: np.ndarray, ws: LMMWorkspace, reml: bool, want_grad: bool):
-    dev, grad = _evaluation(
-        np.asarray(theta, dtype=float), ws.rows, ws.cols, ws.ZtZ, ws.ZtX, ws.Zty, ws.XtX,
-        ws.Xty, ws.yty, float(ws.n), float(ws.p), ws.sum_log_w, reml, want_grad,
-    )  # fmt: skip
-    return float(dev), (grad if want_grad else None)
-
-
-@njit(cache=True)
 def theta_gradient(T, G, r2: float, n: float, rows, cols) -> np.ndarray:
     """d deviance / d theta from the sums of :func:`_gradient_sums`: theta_k sits at
     Lambda[r, c]; d r2 = -2 sum_j w_j (Z_j'W e_j)_r u_jc (envelope theorem) and
@@ -502,13 +522,46 @@ def theta_gradient(T, G, r2: float, n: float, rows, cols) -> np.ndarray:
     return out
 
 
+@njit(cache=True)
+def _evaluation(theta, data):  # pragma: no cover - numba
+    """The deviance (or REML criterion) and its gradient at theta, in one compiled call:
+    the optimizer evaluates 10-40 times per fit and Python glue cost as much as the
+    arithmetic. ``(inf, nan...)`` where the system is not positive definite."""
+    lam = fill_lambda(theta, data.rows, data.cols, data.ZtZ.shape[1])
+    logdet_L, logdet_RX, r2, G, T = _objective(
+        lam, data.ZtZ, data.ZtX, data.Zty, data.XtX, data.Xty, data.yty, data.reml, True,
+        data.w2,
+    )  # fmt: skip
+    grad = np.full(len(theta), np.nan)
+    if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
+        return np.inf, grad
+    n = data.n - data.p if data.reml else data.n
+    dev = _criterion(logdet_L, logdet_RX, r2, data.n, data.p, data.sum_log_w, data.reml)
+    return dev, theta_gradient(T, G, r2, n, data.rows, data.cols)
+
+
+@njit(cache=True)
+def _minimize_theta(data, x0, gtol, ftol, max_iter, f0, g0, have_start):  # pragma: no cover
+    """engine.bfgs's minimiser on :func:`_evaluation`, one compiled call per fit."""
+    run = bfgs_start(x0, gtol, ftol, max_iter, f0, g0, have_start)
+    while bfgs_wants(run):
+        value, gradient = _evaluation(bfgs_point(run), data)
+        bfgs_tell(run, value, gradient)
+    return bfgs_result(run)
+
+
+def _evaluate(theta: np.ndarray, ws: LMMWorkspace, reml: bool):
+    dev, grad = ws.objective(reml)(np.ascontiguousarray(theta, dtype=float))
+    return float(dev), grad
+
+
 def deviance(theta: np.ndarray, ws: LMMWorkspace, reml: bool = False) -> float:
     """Profiled deviance (ML) or REML criterion at ``theta``: -2 log-likelihood.
 
     Returns ``inf`` where the system is not positive definite (it always is for finite
     theta; the guard keeps an optimizer probing wild points safe).
     """
-    return _evaluate(theta, ws, reml, want_grad=False)[0]
+    return _evaluate(theta, ws, reml)[0]
 
 
 def deviance_and_gradient(
@@ -520,7 +573,7 @@ def deviance_and_gradient(
     determinant of the augmented system, whose derivative brings in
     ``K_j = M_j^-1 Lambda' Z_j'X_j`` and ``C = (RX'RX)^-1``.
     """
-    return _evaluate(theta, ws, reml, want_grad=True)
+    return _evaluate(theta, ws, reml)
 
 
 def _spherical_modes(s: _Solution, ws: LMMWorkspace) -> np.ndarray:
@@ -594,16 +647,16 @@ def fit_lmm_workspace(
 
 
 def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> EngineResult:
-    theta, report = optimize_theta(
-        lambda t: deviance_and_gradient(t, ws, reml), ws.re_blocks, start, rng_seed
-    )
+    theta, report = optimize_theta(ws.objective(reml), ws.re_blocks, start, rng_seed)
     est = estimates_at(theta, ws, reml)
     return gaussian_result(theta, est, ws.p, reml, report)
 
 
-def optimize_theta(objective, re_blocks: tuple[int, ...], start, rng_seed: int):
-    """Minimise a (deviance, gradient) objective over theta from lme4's start (or ``start``)
-    with the shared optimizer and its checks; returns (theta, convergence report)."""
+def optimize_theta(
+    objective: CompiledObjective, re_blocks: tuple[int, ...], start, rng_seed: int
+):
+    """Minimise the compiled (deviance, gradient) objective over theta from lme4's start
+    (or ``start``) with the shared optimizer and its checks; returns (theta, report)."""
     lower = theta_lower(re_blocks)
     x0 = theta_start(re_blocks)
     if start is not None and len(start) == len(x0) and np.all(np.isfinite(start)):

@@ -21,8 +21,9 @@ Both engines call one function::
   singular point on 3 of 8 test problems; unbounded + canonical found lme4's optimum or
   better on all 8). Bounds are still used for snapping, the checks and ``singular``.
 - ``method``: ``"BFGS"`` (:mod:`autoglmm.engine.bfgs`, dense, without bounds: needs
-  ``jac=True`` and a ``canonical`` map or no bounds; the LMM's choice, as scipy's wrapper
-  cost more than a small model's evaluations), ``"L-BFGS-B"`` (default with ``jac=True``),
+  ``jac=True`` and a ``canonical`` map or no bounds; with ``fun`` a
+  :class:`~autoglmm.engine.bfgs.CompiledObjective` the whole run is one compiled call;
+  the LMM's choice, as scipy's wrapper cost more than a small model's evaluations), ``"L-BFGS-B"`` (default with ``jac=True``),
   ``"Nelder-Mead"`` (default
   without a gradient: lme4's derivative-free choice for GLMMs) or ``"Powell"``.
 
@@ -154,13 +155,26 @@ class CountedObjective:
     def grad(self, x: np.ndarray) -> np.ndarray | None:
         return self.both(x)[1] if self.jac else None
 
+    def minimize_bfgs(self, x0: np.ndarray, max_iter: int):
+        """:func:`~autoglmm.engine.bfgs.minimize_bfgs` on the objective (in one compiled
+        call for a compiled one), counted and logged as if each evaluation had gone
+        through this wrapper."""
+        x0 = np.ascontiguousarray(x0, dtype=float)
+        start = self._last[1] if self._last[0] == x0.tobytes() else None
+        res = minimize_bfgs(self.fun, x0, max_iter=max_iter, start=start)
+        self.log.extend(map(tuple, res.log.tolist()))
+        if res.last is not None:
+            x, f, g = res.last
+            self._last = (x.tobytes(), (f, g))
+        return res
+
 
 def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: int):
     x0 = np.clip(x0, lower, upper)
     if method == "BFGS":  # our dense BFGS (engine.bfgs): unbounded, analytic gradient
         if not (obj.jac and np.all(np.isinf(lower)) and np.all(np.isinf(upper))):
             raise ValueError("BFGS needs an analytic gradient and no bounds (use canonical)")
-        res = minimize_bfgs(obj.both, x0, max_iter=max_iter)
+        res = obj.minimize_bfgs(x0, max_iter)
         return np.asarray(res.x, dtype=float), float(res.fun), bool(res.success), res
     bounds = sopt.Bounds(lower, upper)
     if method == "L-BFGS-B" and obj.jac:

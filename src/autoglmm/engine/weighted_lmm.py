@@ -29,18 +29,18 @@ from dataclasses import replace as dataclasses_replace
 import numpy as np
 from scipy import linalg
 
+from autoglmm.engine.bfgs import CompiledObjective
 from autoglmm.engine.design import GroupedDesign, lambda_from_theta, theta_positions
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.lmm import (
     _factor_groups,
     _fixed_block,
-    _gradient_sums,
     _group_crossproducts,
     _modes,
     gaussian_result,
     optimize_theta,
     profiled_deviance,
-    theta_gradient,
+    theta_objective,
 )
 from autoglmm.engine.optimize import single_threaded_blas
 from autoglmm.engine.weights import SamplingWeights
@@ -84,6 +84,14 @@ class WeightedWorkspace:
     @property
     def p(self) -> int:
         return self.XtX.shape[1]
+
+    def objective(self) -> CompiledObjective:
+        """The unweighted engine's compiled objective with the level-2 weights ``w2`` and
+        the weighted sums: the pseudo-deviance and its gradient in theta."""
+        return theta_objective(
+            self.ZtZ, self.ZtX, self.Zty, self.XtX_w, self.Xty_w, self.w2, self.rows,
+            self.cols, yty=self.yty_w, n=self.n_weighted, p=self.p, sum_log_w=0.0, reml=False,
+        )  # fmt: skip
 
 
 def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> WeightedWorkspace:
@@ -151,21 +159,10 @@ def _state(theta: np.ndarray, ws: WeightedWorkspace) -> _State | None:
     return _State(lam, L, RZX, cu, R, beta, r2, dev)
 
 
-def _modes_and_grad(s: _State, ws: WeightedWorkspace):
-    """Spherical modes u_j and the gradient sums G = sum w_j (Z'We) u', T = sum w_j S_j."""
-    u = _modes(s.L, s.RZX, s.cu, s.beta)
-    none = np.empty((0, 0, 0))
-    G, T = _gradient_sums(s.lam, ws.ZtZ, ws.ZtX, ws.Zty, s.L, u, s.beta, none, none, False, ws.w2)
-    return u, G, T
-
-
 def deviance_and_gradient(theta: np.ndarray, ws: WeightedWorkspace) -> tuple[float, np.ndarray]:
     """Profiled pseudo-deviance (-2 l_w at the profiled beta, sigma2) and its gradient."""
-    s = _state(theta, ws)
-    if s is None:
-        return np.inf, np.full(len(theta), np.nan)
-    _, G, T = _modes_and_grad(s, ws)
-    return s.deviance, theta_gradient(T, G, s.r2, ws.n_weighted, ws.rows, ws.cols)
+    dev, grad = ws.objective()(np.ascontiguousarray(theta, dtype=float))
+    return float(dev), grad
 
 
 def deviance(theta: np.ndarray, ws: WeightedWorkspace) -> float:
@@ -193,7 +190,7 @@ def estimates_at(theta: np.ndarray, ws: WeightedWorkspace) -> WeightedLMMEstimat
     s = _state(theta, ws)
     if s is None:
         raise np.linalg.LinAlgError("the weighted system is not positive definite")
-    u, _, _ = _modes_and_grad(s, ws)
+    u = _modes(s.L, s.RZX, s.cu, s.beta)
     sigma2 = s.r2 / ws.n_weighted
     rx_inv = linalg.solve_triangular(s.RX, np.eye(ws.p), lower=True, check_finite=False)
     return WeightedLMMEstimates(
@@ -224,9 +221,7 @@ def fit_weighted_lmm(
     """
     with single_threaded_blas():
         ws = make_weighted_workspace(design, sw)
-        theta, report = optimize_theta(
-            lambda t: deviance_and_gradient(t, ws), design.re_blocks, start, rng_seed
-        )
+        theta, report = optimize_theta(ws.objective(), design.re_blocks, start, rng_seed)
         est = estimates_at(theta, ws)
     fitted = (
         design.offset
