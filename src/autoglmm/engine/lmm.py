@@ -30,6 +30,14 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from autoglmm.engine.bfgs import (
+    CompiledObjective,
+    bfgs_point,
+    bfgs_result,
+    bfgs_start,
+    bfgs_tell,
+    bfgs_wants,
+)
 from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
@@ -39,14 +47,6 @@ from autoglmm.engine.design import (
     theta_lower,
     theta_positions,
     theta_start,
-)
-from autoglmm.engine.bfgs import (
-    CompiledObjective,
-    bfgs_point,
-    bfgs_result,
-    bfgs_start,
-    bfgs_tell,
-    bfgs_wants,
 )
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
@@ -652,9 +652,7 @@ def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> Engine
     return gaussian_result(theta, est, ws.p, reml, report)
 
 
-def optimize_theta(
-    objective: CompiledObjective, re_blocks: tuple[int, ...], start, rng_seed: int
-):
+def optimize_theta(objective: CompiledObjective, re_blocks: tuple[int, ...], start, rng_seed: int):
     """Minimise the compiled (deviance, gradient) objective over theta from lme4's start
     (or ``start``) with the shared optimizer and its checks; returns (theta, report)."""
     lower = theta_lower(re_blocks)

@@ -23,9 +23,9 @@ Both engines call one function::
 - ``method``: ``"BFGS"`` (:mod:`autoglmm.engine.bfgs`, dense, without bounds: needs
   ``jac=True`` and a ``canonical`` map or no bounds; with ``fun`` a
   :class:`~autoglmm.engine.bfgs.CompiledObjective` the whole run is one compiled call;
-  the LMM's choice, as scipy's wrapper cost more than a small model's evaluations), ``"L-BFGS-B"`` (default with ``jac=True``),
-  ``"Nelder-Mead"`` (default
-  without a gradient: lme4's derivative-free choice for GLMMs) or ``"Powell"``.
+  the LMM's choice, as scipy's wrapper cost more than a small model's evaluations),
+  ``"L-BFGS-B"`` (default with ``jac=True``), ``"Nelder-Mead"`` (default without a
+  gradient: lme4's derivative-free choice for GLMMs) or ``"Powell"``.
 
 What happens, in the order of lme4's ``optimizeLmer`` + ``checkConv``:
 
