@@ -17,7 +17,7 @@ from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import single_threaded_blas
 from autoglmm.errors import UsageError
 from autoglmm.formula import parse_formula
-from autoglmm.model_frame import ModelFrame, build_model_frame
+from autoglmm.model_frame import ModelFrame, RowIdentity, build_model_frame
 from autoglmm.result import Fit
 
 FAMILIES = {"gaussian": ("identity",), "binomial": ("logit", "probit"), "poisson": ("log",)}
@@ -198,7 +198,7 @@ def assemble_fit(
     response: str,
     messages: tuple[str, ...],
     dropped_columns: tuple[str, ...],
-    row_hash: str,
+    row_hash: str | RowIdentity,
     fitted: np.ndarray | None = None,
     row_index: pd.Index | None = None,
     x_matrix: np.ndarray | None = None,

@@ -16,13 +16,16 @@ import html
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
 from autoglmm.engine.estimates import ConvergenceReport
+
+if TYPE_CHECKING:
+    from autoglmm.model_frame import RowIdentity
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +69,7 @@ class Fit:
     singular: bool
     messages: list[str]
     dropped_columns: tuple[str, ...]
-    row_hash: str
+    row_hash: str | RowIdentity
     theta: np.ndarray
     convergence: ConvergenceReport
     # fitted values in the input's row order, labelled by ``row_index`` (None: not kept)

@@ -42,7 +42,6 @@ from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
     fill_lambda,
-    lambda_from_theta,
     theta_canonical,
     theta_lower,
     theta_positions,
@@ -50,7 +49,7 @@ from autoglmm.engine.design import (
 )
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import optimize, single_threaded_blas
-from autoglmm.engine.small_linalg import cholesky_solve, cholesky_upper, triangular_inverse
+from autoglmm.engine.small_linalg import triangular_inverse
 
 _LOG2PI = float(np.log(2.0 * np.pi))
 _UNWEIGHTED = np.empty(0)  # w2 of the kernels below: no level-2 weights (every w_j = 1)
@@ -124,24 +123,66 @@ def theta_objective(ZtZ, ZtX, Zty, XtX, Xty, w2, rows, cols, *, yty, n, p, sum_l
 
 
 @njit(cache=True)
-def _group_crossproducts(X, Z, y, w, starts):  # pragma: no cover - numba
-    """Per-group Z'WZ, Z'WX, Z'Wy in one pass over the rows (rows sorted by group)."""
-    n, p = X.shape
-    q = Z.shape[1]
+def _crossproducts_by_column(XT, ZT, y, w, starts):  # pragma: no cover - numba
+    """Per-group Z'WZ, Z'WX, Z'Wy from the transposed matrices (one row per column).
+
+    Every entry is a sum over the group's rows in row order (the same additions as a
+    pass row by row). A sum over a group's 40 or so rows waits on its own additions, so
+    Z'WX takes four columns of X per pass over a weighted Z column: four independent
+    sums. Measured at 8,681 rows in 229 groups: 0.14 to 0.10 ms for 19 columns, 0.58 to
+    0.29 ms with 3 random effects and 20 columns (accumulating row by row into the
+    stacked arrays waited on memory).
+    """
+    p, n = XT.shape
+    q = ZT.shape[0]
     m = len(starts) - 1
-    ZtZ = np.zeros((m, q, q))
-    ZtX = np.zeros((m, q, p))
-    Zty = np.zeros((m, q))
+    ZtZ = np.empty((m, q, q))
+    ZtX = np.empty((m, q, p))
+    Zty = np.empty((m, q))
+    zw = np.empty(n)
     for j in range(m):
-        for i in range(starts[j], starts[j + 1]):
-            for a in range(q):
-                za = Z[i, a] * w[i]
-                Zty[j, a] += za * y[i]
-                for b in range(q):
-                    ZtZ[j, a, b] += za * Z[i, b]
-                for k in range(p):
-                    ZtX[j, a, k] += za * X[i, k]
+        lo, hi = starts[j], starts[j + 1]
+        for a in range(q):  # (2-d indexing: a row view per column costs its refcount)
+            for i in range(lo, hi):
+                zw[i] = ZT[a, i] * w[i]
+            for b in range(a + 1):
+                acc = 0.0
+                for i in range(lo, hi):
+                    acc += zw[i] * ZT[b, i]
+                ZtZ[j, a, b] = acc
+                ZtZ[j, b, a] = acc
+            acc = 0.0
+            for i in range(lo, hi):
+                acc += zw[i] * y[i]
+            Zty[j, a] = acc
+            k = 0
+            while k + 4 <= p:
+                s0 = s1 = s2 = s3 = 0.0
+                for i in range(lo, hi):
+                    zi = zw[i]
+                    s0 += zi * XT[k, i]
+                    s1 += zi * XT[k + 1, i]
+                    s2 += zi * XT[k + 2, i]
+                    s3 += zi * XT[k + 3, i]
+                ZtX[j, a, k] = s0
+                ZtX[j, a, k + 1] = s1
+                ZtX[j, a, k + 2] = s2
+                ZtX[j, a, k + 3] = s3
+                k += 4
+            for kk in range(k, p):
+                acc = 0.0
+                for i in range(lo, hi):
+                    acc += zw[i] * XT[kk, i]
+                ZtX[j, a, kk] = acc
     return ZtZ, ZtX, Zty
+
+
+def _group_crossproducts(X, Z, y, w, starts):
+    """Per-group Z'WZ, Z'WX, Z'Wy (rows sorted by group), for X and Z in either layout
+    (the model frame's are column-major, whose transposes are row-major: no copy)."""
+    XT, ZT = (np.ascontiguousarray(M.T) for M in (X, Z))
+    return _crossproducts_by_column(XT, ZT, np.ascontiguousarray(y), np.ascontiguousarray(w),
+                                    starts)  # fmt: skip
 
 
 def make_workspace(design: GroupedDesign) -> LMMWorkspace:
@@ -159,16 +200,22 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     unit = bool(np.all(w == 1.0))
     Xw = X if unit else X * w[:, None]
     XtX = design.xtx if unit and design.xtx is not None else Xw.T @ X
-    e0, beta0 = _centred_response(XtX, Xw, X, y, w)
+    XtX = np.ascontiguousarray(XtX, dtype=float)
+    e0, beta0, Xte, ete, ok = _centred_response(X, Xw, XtX, y, w, unit)
+    if not ok:  # X'X not numerically positive definite: least squares by SVD
+        sw = np.sqrt(w)
+        beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+        e0 = np.ascontiguousarray(y - X @ beta0)
+        Xte, ete = Xw.T @ e0, float(np.dot(e0 * w, e0))
     ZtZ, ZtX, Zty = _group_crossproducts(X, design.Z, e0, w, design.starts)
     rows, cols = theta_positions(design.re_blocks)
     return LMMWorkspace(
         ZtZ=ZtZ,
         ZtX=ZtX,
         Zty=Zty,
-        XtX=np.ascontiguousarray(XtX),
-        Xty=Xw.T @ e0,
-        yty=float(np.dot(e0 * w, e0)) if not unit else float(np.dot(e0, e0)),
+        XtX=XtX,
+        Xty=Xte,
+        yty=float(ete),
         n=design.n,
         sum_log_w=0.0 if unit else float(np.sum(np.log(w))),
         re_blocks=design.re_blocks,
@@ -178,36 +225,52 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     )
 
 
-def _centred_response(XtX, Xw, X, y, w) -> tuple[np.ndarray, np.ndarray]:
-    """``(e0, beta0)``: the residual of the weighted least-squares beta0 that centres the
-    statistics (any beta0 is exact; a good one avoids cancellation). From the normal
-    equations, refined once (X is of full column rank); an SVD of X cost more than the
-    rest of a small fit's workspace."""
-    try:
-        R = cholesky_upper(XtX)
-        beta0 = cholesky_solve(R, Xw.T @ y)
-        r = y - X @ beta0
-        step = cholesky_solve(R, Xw.T @ r)
-        return np.ascontiguousarray(r - X @ step), beta0 + step
-    except np.linalg.LinAlgError:
-        sw = np.sqrt(w)
-        beta0 = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
-        return np.ascontiguousarray(y - X @ beta0), beta0
+@njit(cache=True)
+def _centred_response(X, Xw, XtX, y, w, unit):  # pragma: no cover - numba
+    """``(e0, beta0, X'We0, e0'We0, ok)``: the residual of the weighted least-squares
+    beta0 that centres the statistics (any beta0 is exact; a good one avoids
+    cancellation). From the normal equations, refined once; ``ok`` False when X'WX is not
+    numerically positive definite (the caller falls back to an SVD, which costs more
+    than the rest of a small fit's workspace). One compiled call: in Python the dozen
+    small products and solves cost 0.07 ms of glue for an intercept-only model."""
+    p = XtX.shape[0]
+    R = np.zeros((p, p))  # lower, X'WX = R R'
+    for k in range(p):
+        for c in range(k + 1):
+            acc = XtX[k, c]
+            for d in range(c):
+                acc -= R[k, d] * R[c, d]
+            if k == c:
+                if not acc > 0.0:
+                    return y, np.zeros(p), np.zeros(p), 0.0, False
+                R[k, k] = np.sqrt(acc)
+            else:
+                R[k, c] = acc / R[c, c]
+    beta0 = _normal_solve(R, Xw.T @ y)
+    r = y - X @ beta0
+    step = _normal_solve(R, Xw.T @ r)
+    e0 = r - X @ step
+    ete = e0 @ e0 if unit else e0 @ (w * e0)
+    return e0, beta0 + step, Xw.T @ e0, ete, True
 
 
-@dataclass(frozen=True, eq=False)
-class _Solution:
-    """Everything the deviance, its gradient and the estimates need at one theta."""
-
-    lam: np.ndarray
-    L: np.ndarray  # (m, q, q) Cholesky factors of M_j
-    RZX: np.ndarray  # (m, q, p)
-    cu: np.ndarray  # (m, q)
-    RX: np.ndarray  # (p, p) upper Cholesky factor of RX'RX
-    beta: np.ndarray
-    r2: float
-    logdet_L: float
-    logdet_RX: float
+@njit(cache=True)
+def _normal_solve(R, b):  # pragma: no cover - numba
+    """``x`` with ``R R' x = b`` (R lower triangular)."""
+    p = len(b)
+    z = np.empty(p)
+    for k in range(p):
+        acc = b[k]
+        for d in range(k):
+            acc -= R[k, d] * z[d]
+        z[k] = acc / R[k, k]
+    x = np.empty(p)
+    for k in range(p - 1, -1, -1):
+        acc = z[k]
+        for d in range(k + 1, p):
+            acc -= R[d, k] * x[d]
+        x[k] = acc / R[k, k]
+    return x
 
 
 @njit(cache=True)
@@ -296,6 +359,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: 
     """Sums over groups: G = sum_j w_j (Z_j'e_j) u_j' and T = sum_j w_j d log det terms
     (q x q); ``w2`` empty means every w_j = 1."""
     m, q, p = ZtX.shape
+    ztxb = _stacked_times(ZtX, beta)
     G = np.zeros((q, q))
     T = np.zeros((q, q))
     b = np.empty(q)
@@ -310,9 +374,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: 
                 acc += lam[a, c] * u[j, c]
             b[a] = acc
         for a in range(q):
-            acc = Zty[j, a]
-            for k in range(p):
-                acc -= ZtX[j, a, k] * beta[k]
+            acc = Zty[j, a] - ztxb[j, a]
             for c in range(q):
                 acc -= ZtZ[j, a, c] * b[c]
             zte[a] = acc
@@ -409,22 +471,6 @@ def _fixed_block(RZX, cu, XtX, Xty, yty, w2):  # pragma: no cover - numba
     return R, beta, r2, logdet
 
 
-def _solve(theta: np.ndarray, ws: LMMWorkspace) -> _Solution:
-    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
-    L, RZX, cu, logdet_L = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty, _UNWEIGHTED)
-    if not np.isfinite(logdet_L):
-        raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    RX, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX, ws.Xty, ws.yty, _UNWEIGHTED)
-    if not np.isfinite(logdet_RX):
-        raise np.linalg.LinAlgError("the fixed-effects block is not positive definite")
-    return _Solution(lam, L, RZX, cu, RX.T, beta, max(r2, 1e-300), logdet_L, logdet_RX)
-
-
-def _deviance_from(s: _Solution, ws: LMMWorkspace, reml: bool) -> float:
-    n, p = float(ws.n), float(ws.p)
-    return float(_criterion(s.logdet_L, s.logdet_RX, s.r2, n, p, ws.sum_log_w, reml))
-
-
 @njit(cache=True)
 def _criterion(logdet_L, logdet_RX, r2, n, p, sum_log_w, reml):  # pragma: no cover - numba
     """-2 log-likelihood (ML) or the REML criterion from the factorisation's pieces."""
@@ -445,14 +491,16 @@ def profiled_deviance(logdet_L: float, r2: float, n: float, sum_log_w: float = 0
 def _modes(L, RZX, cu, beta):  # pragma: no cover - numba
     """u_j solving M_j u_j = Lambda' Z_j'W(y_j - X_j beta): L_j' u_j = cu_j - RZX_j beta."""
     m, q, p = RZX.shape
-    v = np.empty((m, q, 1))
-    for j in range(m):
-        for a in range(q):
-            acc = cu[j, a]
-            for k in range(p):
-                acc -= RZX[j, a, k] * beta[k]
-            v[j, a, 0] = acc
+    v = (cu - _stacked_times(RZX, beta)).reshape(m, q, 1)
     return _back_solve(L, v)[:, :, 0]
+
+
+@njit(cache=True)
+def _stacked_times(A, beta):  # pragma: no cover - numba
+    """``A_j beta`` for every group of a stacked (m, q, p) array, as one (m q, p) matrix
+    times a vector (BLAS): a sum over p per row otherwise waits on each addition."""
+    m, q, p = A.shape
+    return (np.ascontiguousarray(A).reshape(m * q, p) @ beta).reshape(m, q)
 
 
 @njit(cache=True)
@@ -576,8 +624,40 @@ def deviance_and_gradient(
     return _evaluate(theta, ws, reml)
 
 
-def _spherical_modes(s: _Solution, ws: LMMWorkspace) -> np.ndarray:
-    return _modes(s.L, s.RZX, s.cu, s.beta)
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """The profiled quantities at one theta: what the estimates are read from."""
+
+    lam: np.ndarray
+    u: np.ndarray  # (m, q) spherical modes
+    RX: np.ndarray  # (p, p) upper Cholesky factor of RX'RX
+    beta: np.ndarray  # in the workspace's centred coordinates (beta - beta0)
+    r2: float
+    deviance: float  # the criterion (ML, REML or the weighted pseudo-deviance)
+
+
+@njit(cache=True)
+def _solution(theta, data):  # pragma: no cover - numba
+    """Lambda, the modes, RX, beta, r2 and the criterion at theta in one compiled call
+    (``ok`` False where a system is not positive definite)."""
+    q = data.ZtZ.shape[1]
+    lam = fill_lambda(theta, data.rows, data.cols, q)
+    L, RZX, cu, logdet_L = _factor_groups(lam, data.ZtZ, data.ZtX, data.Zty, data.w2)
+    R, beta, r2, logdet_RX = _fixed_block(RZX, cu, data.XtX, data.Xty, data.yty, data.w2)
+    ok = np.isfinite(logdet_L) and np.isfinite(logdet_RX)
+    u = _modes(L, RZX, cu, beta) if ok else np.zeros(cu.shape)
+    r2 = max(r2, 1e-300)
+    dev = _criterion(logdet_L, logdet_RX, r2, data.n, data.p, data.sum_log_w, data.reml)
+    return lam, u, R, beta, r2, dev, ok
+
+
+def solution_at(theta: np.ndarray, objective: CompiledObjective) -> Solution:
+    """:class:`Solution` at ``theta`` on the data of a workspace's ``objective()``."""
+    lam, u, R, beta, r2, dev, ok = _solution(np.ascontiguousarray(theta, dtype=float),
+                                             objective.data)  # fmt: skip
+    if not ok:
+        raise np.linalg.LinAlgError("the mixed model equations are not positive definite")
+    return Solution(lam, u, R.T, beta, float(r2), float(dev))
 
 
 @dataclass(frozen=True, eq=False)
@@ -594,17 +674,16 @@ class LMMEstimates:
 
 def estimates_at(theta: np.ndarray, ws: LMMWorkspace, reml: bool = False) -> LMMEstimates:
     """beta, its covariance, sigma2, G and the conditional modes at ``theta``."""
-    s = _solve(theta, ws)
+    s = solution_at(theta, ws.objective(reml))
     sigma2 = s.r2 / (ws.n - ws.p if reml else ws.n)
     rx_inv = triangular_inverse(s.RX)
-    b = _spherical_modes(s, ws) @ s.lam.T
     return LMMEstimates(
         beta=s.beta + ws.beta0,
         vcov_beta=sigma2 * rx_inv @ rx_inv.T,
         sigma2=sigma2,
         cov_re=sigma2 * s.lam @ s.lam.T,
-        ranef=b,
-        deviance=_deviance_from(s, ws, reml),
+        ranef=s.u @ s.lam.T,
+        deviance=s.deviance,
     )
 
 
@@ -629,9 +708,26 @@ def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineR
     check_design(design, gaussian=True)
     ws = make_workspace(design)
     result = _fit_workspace(ws, reml, start, rng_seed)
-    b_rows = result.ranef[design.group]
-    fitted = design.offset + design.X @ result.beta + np.einsum("ij,ij->i", design.Z, b_rows)
-    return replace(result, fitted=fitted)
+    return replace(result, fitted=fitted_values(design, result.beta, result.ranef))
+
+
+def fitted_values(design: GroupedDesign, beta: np.ndarray, ranef: np.ndarray) -> np.ndarray:
+    """``offset + X beta + Z_j b_j`` on the design's (sorted) rows."""
+    beta, ranef = (np.ascontiguousarray(a, dtype=float) for a in (beta, ranef))
+    return _fitted(design.X, beta, design.Z, ranef, design.starts, design.offset)
+
+
+@njit(cache=True)
+def _fitted(X, beta, Z, ranef, starts, offset):  # pragma: no cover - numba
+    out = X @ beta
+    q = Z.shape[1]
+    for j in range(len(starts) - 1):
+        for i in range(starts[j], starts[j + 1]):
+            zb = 0.0
+            for a in range(q):
+                zb += Z[i, a] * ranef[j, a]
+            out[i] = (offset[i] + out[i]) + zb
+    return out
 
 
 def fit_lmm_workspace(

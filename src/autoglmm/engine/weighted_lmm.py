@@ -27,22 +27,20 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
 
 import numpy as np
-from scipy import linalg
 
 from autoglmm.engine.bfgs import CompiledObjective
-from autoglmm.engine.design import GroupedDesign, lambda_from_theta, theta_positions
+from autoglmm.engine.design import GroupedDesign, theta_positions
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.lmm import (
-    _factor_groups,
-    _fixed_block,
     _group_crossproducts,
-    _modes,
+    fitted_values,
     gaussian_result,
     optimize_theta,
-    profiled_deviance,
+    solution_at,
     theta_objective,
 )
 from autoglmm.engine.optimize import single_threaded_blas
+from autoglmm.engine.small_linalg import triangular_inverse
 from autoglmm.engine.weights import SamplingWeights
 
 
@@ -102,12 +100,12 @@ def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> Weigh
     """
     w1 = np.ascontiguousarray(sw.level1, dtype=float)
     wt = sw.total(design.group)
-    X = np.ascontiguousarray(design.X)
+    X = design.X
     y = design.y - design.offset
     s = np.sqrt(wt)
     beta0 = np.linalg.lstsq(X * s[:, None], y * s, rcond=None)[0]
     e0 = np.ascontiguousarray(y - X @ beta0)
-    ZtZ, ZtX, Zty = _group_crossproducts(X, np.ascontiguousarray(design.Z), e0, w1, design.starts)
+    ZtZ, ZtX, Zty = _group_crossproducts(X, design.Z, e0, w1, design.starts)
     XtX, _, Xty = _group_crossproducts(X, X, e0, w1, design.starts)
     yty = np.add.reduceat(w1 * e0 * e0, design.starts[:-1])
     rows, cols = theta_positions(design.re_blocks)
@@ -133,32 +131,6 @@ def make_weighted_workspace(design: GroupedDesign, sw: SamplingWeights) -> Weigh
     )
 
 
-@dataclass(frozen=True, eq=False)
-class _State:
-    lam: np.ndarray
-    L: np.ndarray
-    RZX: np.ndarray
-    cu: np.ndarray
-    RX: np.ndarray  # lower Cholesky factor of the weighted RX'RX
-    beta: np.ndarray  # in the shifted coordinates (beta - beta0)
-    r2: float
-    deviance: float
-
-
-def _state(theta: np.ndarray, ws: WeightedWorkspace) -> _State | None:
-    """The unweighted engine's kernels with the level-2 weights ``w2``."""
-    lam = lambda_from_theta(np.asarray(theta, dtype=float), ws.re_blocks)
-    L, RZX, cu, logdet = _factor_groups(lam, ws.ZtZ, ws.ZtX, ws.Zty, ws.w2)
-    if not np.isfinite(logdet):
-        return None
-    R, beta, r2, logdet_RX = _fixed_block(RZX, cu, ws.XtX_w, ws.Xty_w, ws.yty_w, ws.w2)
-    if not np.isfinite(logdet_RX):
-        return None
-    r2 = max(float(r2), 1e-300)
-    dev = profiled_deviance(logdet, r2, ws.n_weighted)
-    return _State(lam, L, RZX, cu, R, beta, r2, dev)
-
-
 def deviance_and_gradient(theta: np.ndarray, ws: WeightedWorkspace) -> tuple[float, np.ndarray]:
     """Profiled pseudo-deviance (-2 l_w at the profiled beta, sigma2) and its gradient."""
     dev, grad = ws.objective()(np.ascontiguousarray(theta, dtype=float))
@@ -167,8 +139,7 @@ def deviance_and_gradient(theta: np.ndarray, ws: WeightedWorkspace) -> tuple[flo
 
 def deviance(theta: np.ndarray, ws: WeightedWorkspace) -> float:
     """Profiled pseudo-deviance at ``theta`` (``inf`` where it cannot be evaluated)."""
-    s = _state(theta, ws)
-    return np.inf if s is None else s.deviance
+    return deviance_and_gradient(theta, ws)[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,20 +158,17 @@ class WeightedLMMEstimates:
 
 def estimates_at(theta: np.ndarray, ws: WeightedWorkspace) -> WeightedLMMEstimates:
     """beta, sigma2, G and the modes at ``theta`` (the optimum, for a fit)."""
-    s = _state(theta, ws)
-    if s is None:
-        raise np.linalg.LinAlgError("the weighted system is not positive definite")
-    u = _modes(s.L, s.RZX, s.cu, s.beta)
+    s = solution_at(theta, ws.objective())
     sigma2 = s.r2 / ws.n_weighted
-    rx_inv = linalg.solve_triangular(s.RX, np.eye(ws.p), lower=True, check_finite=False)
+    rx_inv = triangular_inverse(s.RX)
     return WeightedLMMEstimates(
         theta=np.asarray(theta, dtype=float),
         beta=s.beta + ws.beta0,
         sigma2=sigma2,
         cov_re=sigma2 * s.lam @ s.lam.T,
-        u=u,
-        ranef=u @ s.lam.T,
-        vcov_model=sigma2 * rx_inv.T @ rx_inv,
+        u=s.u,
+        ranef=s.u @ s.lam.T,
+        vcov_model=sigma2 * rx_inv @ rx_inv.T,
         deviance=s.deviance,
     )
 
@@ -223,11 +191,7 @@ def fit_weighted_lmm(
         ws = make_weighted_workspace(design, sw)
         theta, report = optimize_theta(ws.objective(), design.re_blocks, start, rng_seed)
         est = estimates_at(theta, ws)
-    fitted = (
-        design.offset
-        + design.X @ est.beta
-        + np.einsum("ij,ij->i", design.Z, est.ranef[design.group])
-    )
+    fitted = fitted_values(design, est.beta, est.ranef)
     result = gaussian_result(theta, est, design.p, False, report, vcov_beta=est.vcov_model)
     return dataclasses_replace(result, fitted=fitted), ws, est
 
