@@ -275,7 +275,9 @@ def _normal_solve(R, b):  # pragma: no cover - numba
 
 @njit(cache=True)
 def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
-    """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum_j w_j log|L_j|^2.
+    """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum_j w_j log|L_j|^2
+    (unweighted: the log of a running product of the pivots, one log per 1e200 instead of
+    one per group, 2 of a null model's 5 microseconds).
 
     ``w2`` holds level-2 weights (:mod:`autoglmm.engine.weighted_lmm`); empty means 1.
     The Cholesky factor and the solves are written out on the stacked arrays, not calls
@@ -285,14 +287,17 @@ def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
     the short q loops innermost they took twice as long as the whole fixed block.
     """
     m, q, p = ZtX.shape
+    if q == 1:
+        return _factor_intercepts(lam[0, 0], ZtZ, ZtX, Zty, w2)
     L = np.zeros((m, q, q))
     RZX = np.empty((m, q, p))
     cu = np.empty((m, q))
     A = np.empty((q, q))
     logdet = 0.0
+    weighted = w2.shape[0] != 0
+    diag = 1.0  # a product of pivots (each >= 1, as M >= I): a log per 1e200, not per pivot
     for j in range(m):
-        wj = 1.0 if w2.shape[0] == 0 else w2[j]
-        diag = 1.0  # prod_a L_j[a, a]: one log per group, not q
+        wj = w2[j] if weighted else 1.0
         for a in range(q):  # A = Z'Z Lambda
             for b in range(q):
                 acc = 0.0
@@ -310,13 +315,18 @@ def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
                     if acc <= 0.0:
                         return L, RZX, cu, np.inf
                     L[j, a, a] = np.sqrt(acc)
-                    diag *= acc
-                    if diag > 1e200:  # many large pivots: fold into the sum early
-                        logdet += wj * np.log(diag)
-                        diag = 1.0
+                    if acc > 1e100:  # the product could overflow: this one alone
+                        logdet += wj * np.log(acc)
+                    else:
+                        diag *= acc
+                        if diag > 1e200:
+                            logdet += wj * np.log(diag)
+                            diag = 1.0
                 else:
                     L[j, a, b] = acc / L[j, b, b]
-        logdet += wj * np.log(diag)
+        if weighted:  # each group's log carries its weight
+            logdet += wj * np.log(diag)
+            diag = 1.0
         for a in range(q):  # forward solves L RZX = Lambda' Z'X and L cu = Lambda' Z'y
             inv = 1.0 / L[j, a, a]
             lca = lam[a, a]
@@ -336,7 +346,41 @@ def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
             for k in range(p):
                 RZX[j, a, k] *= inv
             cu[j, a] = acc * inv
-    return L, RZX, cu, logdet
+    return L, RZX, cu, logdet + np.log(diag)
+
+
+@njit(cache=True)
+def _factor_intercepts(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
+    """:func:`_factor_groups` for one random effect (q = 1, the search's most common
+    model), the same operations written for scalars: 2 against 5 microseconds at 229
+    groups, as every loop over q had its own set-up."""
+    m, _, p = ZtX.shape
+    L = np.empty((m, 1, 1))
+    RZX = np.empty((m, 1, p))
+    cu = np.empty((m, 1))
+    weighted = w2.shape[0] != 0
+    logdet = 0.0
+    diag = 1.0
+    for j in range(m):
+        acc = 1.0 + lam * (ZtZ[j, 0, 0] * lam)
+        if acc <= 0.0:
+            return L, RZX, cu, np.inf
+        root = np.sqrt(acc)
+        L[j, 0, 0] = root
+        if weighted:
+            logdet += w2[j] * np.log(acc)
+        elif acc > 1e100:
+            logdet += np.log(acc)
+        else:
+            diag *= acc
+            if diag > 1e200:
+                logdet += np.log(diag)
+                diag = 1.0
+        inv = 1.0 / root
+        for k in range(p):
+            RZX[j, 0, k] = (lam * ZtX[j, 0, k]) * inv
+        cu[j, 0] = (lam * Zty[j, 0]) * inv
+    return L, RZX, cu, logdet + np.log(diag)
 
 
 @njit(cache=True)
@@ -360,6 +404,8 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: 
     (q x q); ``w2`` empty means every w_j = 1."""
     m, q, p = ZtX.shape
     ztxb = _stacked_times(ZtX, beta)
+    if q == 1 and not reml:
+        return _intercept_gradient_sums(lam[0, 0], ZtZ, Zty, L, u, ztxb, w2)
     G = np.zeros((q, q))
     T = np.zeros((q, q))
     b = np.empty(q)
@@ -411,6 +457,23 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: 
                             w += K[j, d, k] * N[d, c]
                         acc += KC[j, a, k] * w
                     T[a, c] += acc
+    return G, T
+
+
+@njit(cache=True)
+def _intercept_gradient_sums(lam, ZtZ, Zty, L, u, ztxb, w2):  # pragma: no cover - numba
+    """:func:`_gradient_sums` for one random effect (ML), the same operations on scalars."""
+    weighted = w2.shape[0] != 0
+    g = 0.0
+    t = 0.0
+    for j in range(len(u)):
+        wj = w2[j] if weighted else 1.0
+        uj = u[j, 0]
+        zte = (Zty[j, 0] - ztxb[j, 0]) - ZtZ[j, 0, 0] * (lam * uj)
+        g += wj * zte * uj
+        t += wj * ((lam * ZtZ[j, 0, 0] / L[j, 0, 0]) / L[j, 0, 0])
+    G = np.full((1, 1), g)
+    T = np.full((1, 1), t)
     return G, T
 
 
@@ -491,8 +554,10 @@ def profiled_deviance(logdet_L: float, r2: float, n: float, sum_log_w: float = 0
 def _modes(L, RZX, cu, beta):  # pragma: no cover - numba
     """u_j solving M_j u_j = Lambda' Z_j'W(y_j - X_j beta): L_j' u_j = cu_j - RZX_j beta."""
     m, q, p = RZX.shape
-    v = (cu - _stacked_times(RZX, beta)).reshape(m, q, 1)
-    return _back_solve(L, v)[:, :, 0]
+    v = cu - _stacked_times(RZX, beta)
+    if q == 1:
+        return v / L[:, :, 0]
+    return _back_solve(L, v.reshape(m, q, 1))[:, :, 0]
 
 
 @njit(cache=True)
