@@ -86,19 +86,18 @@ def _names(node, out: list[str]) -> None:
             _names(arg, out)
 
 
-def _check_columns(parsed: ParsedFormula, data: pd.DataFrame) -> None:
+def _check_columns(parsed: ParsedFormula, ev: Evaluator) -> None:
     """One error naming every unknown column (a typo is often not alone)."""
     names: list[str] = []
     for node in [parsed.response, parsed.fixed, *(t.expr for t in parsed.random)]:
         _names(node, names)
-    known = data.columns
-    missing = [n for n in dict.fromkeys(names) if n not in known and n not in CONSTANTS]
-    if parsed.group not in known:
+    missing = [n for n in dict.fromkeys(names) if not ev.has(n) and n not in CONSTANTS]
+    if not ev.has(parsed.group):
         missing.append(parsed.group)
     if "." in missing:
         raise UsageError("'.' (all other columns) is not supported; list the predictors")
     if missing:
-        hints = [h for h in (_close_name(n, data.columns) for n in missing) if h]
+        hints = [h for h in (_close_name(n, ev.columns) for n in missing) if h]
         hint = f"; did you mean {', '.join(hints)}?" if hints else ""
         raise DataError(
             f"unknown column(s) {', '.join(missing)}{hint} (check the formula against the "
@@ -132,7 +131,7 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         flat = values.reshape(-1)  # finite and at most MAX_ABS**2 only if every |value| is
         if np.dot(flat, flat) <= MAX_ABS * MAX_ABS:  # <= MAX_ABS (False for NaN and inf)
             return None
-    what = f"column '{label}'" if label in ev.columns else f"'{label}'"
+    what = f"column '{label}'" if ev.has(label) else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
         big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
         if np.isfinite(big) and big > MAX_ABS:
@@ -520,11 +519,11 @@ def build_model_frame(
     weights: str | np.ndarray | None = None,
 ) -> ModelFrame:
     """Build the grouped design of ``parsed`` on ``data`` (see module docstring)."""
-    if isinstance(weights, str) and weights not in data.columns:
-        raise DataError(f"unknown weights column '{weights}'; check the column names")
-    _check_columns(parsed, data)
-    fixed, random = _expand(parsed)
     ev = Evaluator(_without_attrs(data))
+    if isinstance(weights, str) and not ev.has(weights):
+        raise DataError(f"unknown weights column '{weights}'; check the column names")
+    _check_columns(parsed, ev)
+    fixed, random = _expand(parsed)
     response, response_value = _response(parsed, ev, family)
     pieces = _pieces(parsed, ev, fixed, response)
     w = _weights(weights, ev)
