@@ -38,7 +38,13 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from autoglmm.engine.design import MAX_ABS, GroupedDesign, make_design, sorted_runs
+from autoglmm.engine.design import (
+    MAX_ABS,
+    GroupedDesign,
+    gram_matrix,
+    make_design,
+    sorted_runs,
+)
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
@@ -547,7 +553,7 @@ def build_model_frame(
     offset = sum(
         (builder.used(ev.numeric(o, "offset")) for o in fixed.offsets), np.zeros(builder.n)
     )
-    gram = X.T @ X  # the rank check's, and the workspace's X'X when there are no weights
+    gram = gram_matrix(X)  # the rank check's, and the workspace's X'X without weights
     keep = independent_columns(X, gram=gram)
     dropped = tuple(n for n, k in zip(x_names, keep, strict=True) if not k)
     if dropped:

@@ -162,6 +162,58 @@ def sorted_runs(values):  # pragma: no cover - numba
     return True, codes, starts[: m + 1]
 
 
+def gram_matrix(X: np.ndarray) -> np.ndarray:
+    """``X'X``. For a column-major X with 8 or more columns, 4 x 4 blocks of sums in
+    registers over the rows (:func:`_gram_tiles`): single-threaded OpenBLAS took 0.26 ms
+    for 19 columns of 8,681 rows, a shape its kernels are not made for; this takes 0.10."""
+    if X.shape[1] >= 8 and X.flags.f_contiguous:
+        return _gram_tiles(X.T)
+    return X.T @ X
+
+
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+def _gram_tiles(XT):  # pragma: no cover - numba
+    """``X'X`` from the (p, n) row-major transpose, a 4 x 4 block at a time: 16 sums over
+    the rows in registers, reassociated so that they run in vector lanes (the rounding of
+    a BLAS product, not of a sum in row order). Indices past p repeat the last column;
+    those sums are not stored."""
+    p, n = XT.shape
+    G = np.empty((p, p))
+    last = p - 1
+    for a0 in range(0, p, 4):
+        a1, a2, a3 = min(a0 + 1, last), min(a0 + 2, last), min(a0 + 3, last)
+        for b0 in range(a0, p, 4):
+            b1, b2, b3 = min(b0 + 1, last), min(b0 + 2, last), min(b0 + 3, last)
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
+            for i in range(n):
+                x0, x1, x2, x3 = XT[a0, i], XT[a1, i], XT[a2, i], XT[a3, i]
+                y0, y1, y2, y3 = XT[b0, i], XT[b1, i], XT[b2, i], XT[b3, i]
+                s00 += x0 * y0
+                s01 += x0 * y1
+                s02 += x0 * y2
+                s03 += x0 * y3
+                s10 += x1 * y0
+                s11 += x1 * y1
+                s12 += x1 * y2
+                s13 += x1 * y3
+                s20 += x2 * y0
+                s21 += x2 * y1
+                s22 += x2 * y2
+                s23 += x2 * y3
+                s30 += x3 * y0
+                s31 += x3 * y1
+                s32 += x3 * y2
+                s33 += x3 * y3
+            tile = ((s00, s01, s02, s03), (s10, s11, s12, s13), (s20, s21, s22, s23),
+                    (s30, s31, s32, s33))  # fmt: skip
+            for r in range(min(4, p - a0)):
+                for c in range(min(4, p - b0)):
+                    G[a0 + r, b0 + c] = tile[r][c]
+                    G[b0 + c, a0 + r] = tile[r][c]
+    return G
+
+
 def _contiguous(M: np.ndarray) -> np.ndarray:
     """``M`` as it is when stored contiguously in either order (the model frame builds
     column-major matrices; see ``model_frame._column_major``), else a row-major copy."""
