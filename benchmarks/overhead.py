@@ -314,6 +314,7 @@ def run_cli(runs: int, before_src: Path | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9, help="fresh data sets per fit timing")
+    ap.add_argument("--cycles", type=int, default=2, help="turns each tool takes (fits)")
     ap.add_argument("--search-runs", type=int, default=3)
     ap.add_argument("--sections", default="fits,search,cli")
     ap.add_argument("--before-src", type=Path, default=None)
@@ -324,7 +325,7 @@ def main() -> None:
                     time.gmtime()), "load_start": load()}  # fmt: skip
     print(f"load {result['load_start']} on {os.cpu_count()} cores", flush=True)
     if "fits" in sections:
-        result["fits"] = fits_table(run_fits(args.reps))
+        result["fits"] = fits_table(run_fits(args.reps, args.cycles))
         for r in result["fits"]:
             line = f"{r['model']:<34} {r['tool']:<12} {r['ms']:9.2f} ms  x{r['x autoglmm']:7.2f}"
             print(f"{line}  |dLL| {r['max |Δ logLik|']:.1e}", flush=True)

@@ -83,6 +83,14 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+@functools.cache
+def _blas_libraries() -> tuple:
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return ()
+    return tuple(lib for lib in controller.lib_controllers if lib.user_api == "blas")
+
+
 _limited = threading.local()  # depth of single_threaded_blas() in this thread
 
 
@@ -90,11 +98,13 @@ _limited = threading.local()  # depth of single_threaded_blas() in this thread
 def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS to one thread while fitting: every product here is small, and a threaded
     OpenBLAS spends more on waking threads than on arithmetic (measured 2-10x slower on
-    the 2-core target machine under load). Entering costs about 20 microseconds, so a
-    nested use (fit -> engine -> optimizer) only counts its depth."""
+    the 2-core target machine under load). Entering costs about 15 microseconds, so a
+    nested use (fit -> engine -> optimizer) only counts its depth, and BLAS already on
+    one thread (``OPENBLAS_NUM_THREADS=1``, or an outer limit) is asked, not limited
+    (1 microsecond)."""
     controller = _blas_controller()
     depth = getattr(_limited, "depth", 0)
-    if controller is None or depth:
+    if controller is None or depth or all(lib.num_threads == 1 for lib in _blas_libraries()):
         _limited.depth = depth + 1
         try:
             yield
