@@ -45,6 +45,7 @@ from autoglmm.engine.design import (
     make_design,
     sorted_runs,
 )
+from autoglmm.engine.kernels import chol_inplace
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula import ParsedFormula
 from autoglmm.formula_syntax import BinOp, Call, Name, Paren, Unary, quote_name
@@ -304,18 +305,15 @@ def _clearly_full_rank(gram):  # pragma: no cover - numba
         if not gram[j, j] > 0.0:
             return False
         norms[j] = np.sqrt(gram[j, j])
-    L = np.zeros((k, k))
+    L = np.empty((k, k))
+    for i in range(k):
+        for j in range(k):
+            L[i, j] = gram[i, j] / (norms[i] * norms[j])
+    if not chol_inplace(L):
+        return False
     for j in range(k):
-        for c in range(j + 1):
-            acc = gram[j, c] / (norms[j] * norms[c])
-            for d in range(c):
-                acc -= L[j, d] * L[c, d]
-            if j == c:
-                if not acc > 1e-10:
-                    return False
-                L[j, j] = np.sqrt(acc)
-            else:
-                L[j, c] = acc / L[c, c]
+        if not L[j, j] * L[j, j] > 1e-10:
+            return False
     return True
 
 

@@ -48,6 +48,7 @@ from autoglmm.engine.design import (
     theta_start,
 )
 from autoglmm.engine.estimates import EngineResult
+from autoglmm.engine.kernels import chol_inplace, chol_solve
 from autoglmm.engine.optimize import optimize, single_threaded_blas
 from autoglmm.engine.small_linalg import triangular_inverse
 
@@ -234,43 +235,17 @@ def _centred_response(X, Xw, XtX, y, w, unit):  # pragma: no cover - numba
     than the rest of a small fit's workspace). One compiled call: in Python the dozen
     small products and solves cost 0.07 ms of glue for an intercept-only model."""
     p = XtX.shape[0]
-    R = np.zeros((p, p))  # lower, X'WX = R R'
-    for k in range(p):
-        for c in range(k + 1):
-            acc = XtX[k, c]
-            for d in range(c):
-                acc -= R[k, d] * R[c, d]
-            if k == c:
-                if not acc > 0.0:
-                    return y, np.zeros(p), np.zeros(p), 0.0, False
-                R[k, k] = np.sqrt(acc)
-            else:
-                R[k, c] = acc / R[c, c]
-    beta0 = _normal_solve(R, Xw.T @ y)
-    r = y - X @ beta0
-    step = _normal_solve(R, Xw.T @ r)
-    e0 = r - X @ step
+    R = XtX.copy()  # lower, X'WX = R R'
+    if not chol_inplace(R):
+        return y, np.zeros(p), np.zeros(p), 0.0, False
+    beta0 = (Xw.T @ y).reshape(p, 1)
+    chol_solve(R, beta0)
+    r = y - X @ beta0[:, 0]
+    step = (Xw.T @ r).reshape(p, 1)
+    chol_solve(R, step)
+    e0 = r - X @ step[:, 0]
     ete = e0 @ e0 if unit else e0 @ (w * e0)
-    return e0, beta0 + step, Xw.T @ e0, ete, True
-
-
-@njit(cache=True)
-def _normal_solve(R, b):  # pragma: no cover - numba
-    """``x`` with ``R R' x = b`` (R lower triangular)."""
-    p = len(b)
-    z = np.empty(p)
-    for k in range(p):
-        acc = b[k]
-        for d in range(k):
-            acc -= R[k, d] * z[d]
-        z[k] = acc / R[k, k]
-    x = np.empty(p)
-    for k in range(p - 1, -1, -1):
-        acc = z[k]
-        for d in range(k + 1, p):
-            acc -= R[d, k] * x[d]
-        x[k] = acc / R[k, k]
-    return x
+    return e0, beta0[:, 0] + step[:, 0], Xw.T @ e0, ete, True
 
 
 @njit(cache=True)

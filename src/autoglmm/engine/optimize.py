@@ -72,6 +72,7 @@ from scipy import optimize as sopt
 
 from autoglmm.engine.bfgs import minimize_bfgs
 from autoglmm.engine.estimates import ConvergenceReport
+from autoglmm.engine.kernels import backward, chol_inplace
 
 
 @functools.cache
@@ -333,29 +334,16 @@ def lme4_scaled_gradient(g: np.ndarray, H: np.ndarray) -> float:
 def _scaled_gradient(g, H):  # pragma: no cover - numba
     """:func:`lme4_scaled_gradient` in one compiled call (scipy's wrappers around two
     LAPACK calls of a microsecond cost 10 microseconds, and every fit checks)."""
-    k = len(g)
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
         return np.nan
-    R = np.zeros((k, k))  # upper, H = R'R
-    for j in range(k):
-        for i in range(j + 1):
-            acc = H[i, j]
-            for c in range(i):
-                acc -= R[c, i] * R[c, j]
-            if i == j:
-                if not acc > 0.0:
-                    return np.nan
-                R[j, j] = np.sqrt(acc)
-            else:
-                R[i, j] = acc / R[i, i]
+    L = H.copy()  # lower: chol(H) in R is its transpose, and solve(chol(H), g) is L'^-1 g
+    if not chol_inplace(L):
+        return np.nan
+    z = g.copy().reshape(len(g), 1)
+    backward(L, z)
     worst = 0.0
-    z = np.empty(k)
-    for i in range(k - 1, -1, -1):  # R z = g
-        acc = g[i]
-        for c in range(i + 1, k):
-            acc -= R[i, c] * z[c]
-        z[i] = acc / R[i, i]
-        worst = max(worst, min(abs(z[i]), abs(g[i])))
+    for i in range(len(g)):
+        worst = max(worst, min(abs(z[i, 0]), abs(g[i])))
     return worst
 
 
