@@ -44,6 +44,7 @@ from autoglmm.engine.design import (
     gram_matrix,
     make_design,
     sorted_runs,
+    within_limit,
 )
 from autoglmm.engine.kernels import chol_inplace
 from autoglmm.errors import DataError, UsageError
@@ -134,9 +135,8 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
         ok = value.codes >= 0
         return None if ok.all() else ok
     values = value.values if isinstance(value, Numeric) else np.asarray(value)
-    if values.dtype.kind == "f" and values.size:  # the common case in one dot product:
-        flat = values.reshape(-1)  # finite and at most MAX_ABS**2 only if every |value| is
-        if np.dot(flat, flat) <= MAX_ABS * MAX_ABS:  # <= MAX_ABS (False for NaN and inf)
+    if values.dtype.kind == "f" and values.size:  # the common case in one compiled pass:
+        if within_limit(values.ravel(order="K"), MAX_ABS):  # finite, |value| <= MAX_ABS
             return None
     what = f"column '{label}'" if ev.has(label) else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool

@@ -327,7 +327,7 @@ def _check_columns(values: np.ndarray, names, squares: np.ndarray | None = None)
     message.
 
     This runs before every fit, so the common case is one compiled pass without copies
-    (:func:`_within_limit`), or none when the caller has the column sums of squares
+    (:func:`within_limit`), or none when the caller has the column sums of squares
     (``squares``: finite and at most MAX_ABS**2 only if every value is finite and at most
     MAX_ABS in magnitude; n values of 1e100 sum to n 1e200, no overflow). Column maxima
     and minima are computed only when that quick test fails.
@@ -337,7 +337,7 @@ def _check_columns(values: np.ndarray, names, squares: np.ndarray | None = None)
         return
     if squares is not None and np.all(squares <= MAX_ABS * MAX_ABS):  # False for NaN, inf
         return
-    if squares is None and _within_limit(M.ravel(order="K"), MAX_ABS):
+    if squares is None and within_limit(M.ravel(order="K"), MAX_ABS):
         return
     hi, lo = M.max(axis=0), M.min(axis=0)  # NaN and inf propagate into these
     bad = ~(np.isfinite(hi) & np.isfinite(lo)) | (hi > MAX_ABS) | (lo < -MAX_ABS)
@@ -356,7 +356,7 @@ def _check_columns(values: np.ndarray, names, squares: np.ndarray | None = None)
 
 
 @njit(cache=True, fastmath={"reassoc", "nsz"})
-def _within_limit(flat, limit):  # pragma: no cover - numba
+def within_limit(flat, limit):  # pragma: no cover - numba
     """Every value finite and at most ``limit`` (<= 1e150) in magnitude: the sum of squares
     is at most ``limit**2`` only then (NaN and inf propagate into it). Reassociated (and
     indexed: numba does not vectorise ``for v in flat``), the sum runs in vector

@@ -238,14 +238,16 @@ def _centred_response(X, Xw, XtX, y, w, unit):  # pragma: no cover - numba
     R = XtX.copy()  # lower, X'WX = R R'
     if not chol_inplace(R):
         return y, np.zeros(p), np.zeros(p), 0.0, False
-    beta0 = (Xw.T @ y).reshape(p, 1)
-    chol_solve(R, beta0)
-    r = y - X @ beta0[:, 0]
-    step = (Xw.T @ r).reshape(p, 1)
-    chol_solve(R, step)
-    e0 = r - X @ step[:, 0]
+    beta0 = Xw.T @ y
+    chol_solve(R, beta0.reshape(p, 1))  # in place, through a (p, 1) view
+    r = y - X @ beta0
+    xtr = Xw.T @ r
+    step = xtr.copy()
+    chol_solve(R, step.reshape(p, 1))
+    e0 = r - X @ step
     ete = e0 @ e0 if unit else e0 @ (w * e0)
-    return e0, beta0[:, 0] + step[:, 0], Xw.T @ e0, ete, True
+    # X'We0 = X'Wr - X'WX step: rounding either way (e0 is orthogonal to X), a pass saved
+    return e0, beta0 + step, xtr - XtX @ step, ete, True
 
 
 @njit(cache=True)
