@@ -24,7 +24,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -72,6 +72,7 @@ class LMMWorkspace:
     rows: np.ndarray  # theta k sits at Lambda[rows[k], cols[k]]
     cols: np.ndarray
     beta0: np.ndarray  # the statistics are of y - X beta0 (weighted least squares fit)
+    _objectives: dict = field(default_factory=dict, repr=False)  # by reml, built once
 
     @property
     def m(self) -> int:
@@ -87,10 +88,13 @@ class LMMWorkspace:
 
     def objective(self, reml: bool = False) -> CompiledObjective:
         """The compiled deviance-and-gradient objective of theta (for the optimizer)."""
-        return theta_objective(
-            self.ZtZ, self.ZtX, self.Zty, self.XtX, self.Xty, _UNWEIGHTED, self.rows, self.cols,
-            yty=self.yty, n=self.n, p=self.p, sum_log_w=self.sum_log_w, reml=reml,
-        )  # fmt: skip
+        reml = bool(reml)
+        if reml not in self._objectives:
+            self._objectives[reml] = theta_objective(
+                self.ZtZ, self.ZtX, self.Zty, self.XtX, self.Xty, _UNWEIGHTED, self.rows,
+                self.cols, yty=self.yty, n=self.n, p=self.p, sum_log_w=self.sum_log_w, reml=reml,
+            )  # fmt: skip
+        return self._objectives[reml]
 
 
 class ThetaData(NamedTuple):
@@ -144,18 +148,20 @@ def _crossproducts_by_column(XT, ZT, y, w, starts):  # pragma: no cover - numba
     for j in range(m):
         lo, hi = starts[j], starts[j + 1]
         for a in range(q):  # (2-d indexing: a row view per column costs its refcount)
+            zz = zy = 0.0  # the weighted column, with its square and Z'Wy on the way
             for i in range(lo, hi):
-                zw[i] = ZT[a, i] * w[i]
-            for b in range(a + 1):
+                zi = ZT[a, i] * w[i]
+                zw[i] = zi
+                zz += zi * ZT[a, i]
+                zy += zi * y[i]
+            ZtZ[j, a, a] = zz
+            Zty[j, a] = zy
+            for b in range(a):
                 acc = 0.0
                 for i in range(lo, hi):
                     acc += zw[i] * ZT[b, i]
                 ZtZ[j, a, b] = acc
                 ZtZ[j, b, a] = acc
-            acc = 0.0
-            for i in range(lo, hi):
-                acc += zw[i] * y[i]
-            Zty[j, a] = acc
             k = 0
             while k + 4 <= p:
                 s0 = s1 = s2 = s3 = 0.0
