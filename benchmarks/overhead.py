@@ -132,8 +132,7 @@ out = {{}}
 for model in overhead.MODELS:
     if overhead._skip(model, tool):
         continue
-    for _ in range({warmup}):  # warm-up: imports, caches (and Python's own, see run_fits)
-        fn(sets[0]["formulas"][model], sets[0]["frame"].copy())
+    fn(sets[0]["formulas"][model], sets[0]["frame"])  # warm-up: imports, caches
     times, logliks = [], []
     for data in sets[1:]:
         frame = data["frame"].copy()  # fresh data for every call
@@ -152,7 +151,7 @@ _ONE_BLAS_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS"
                     "MKL_NUM_THREADS": "1"}  # fmt: skip
 
 
-def run_fits(reps: int, cycles: int = 2, warmup: int = 1) -> dict:
+def run_fits(reps: int, cycles: int = 2) -> dict:
     """Median seconds and log-likelihoods per (model, tool); data set 0 is the warm-up.
 
     Each tool runs in a process of its own, as a user's would, the tools taking turns
@@ -162,12 +161,6 @@ def run_fits(reps: int, cycles: int = 2, warmup: int = 1) -> dict:
     2-core machine (1.9 ms again with ``OPENBLAS_NUM_THREADS=1``), so the old interleaved
     run measured the harness more than the tools. BLAS runs on one thread in every tool's
     process (``_ONE_BLAS_THREAD``); lme-python's own (Rust) threads are left as they are.
-
-    ``warmup`` fits (on data set 0) precede each model's timed fits in every process. One
-    loads the imports and numba's caches; Python 3.11 also rewrites a function's bytecode
-    for the types it sees after several calls (PEP 659), so a Python-heavy tool's first
-    ten or so fits in a process are slower (autoglmm's null model: 1.6-2.0 ms falling to
-    1.1 ms). ``warmup=10`` measures the steady cost per call, as a search sees it.
     """
     import pickle
 
@@ -184,7 +177,7 @@ def run_fits(reps: int, cycles: int = 2, warmup: int = 1) -> dict:
             order = tools[cycle % len(tools) :] + tools[: cycle % len(tools)]
             for tool in order:
                 code = _TOOL_RUN.format(bench=str(Path(__file__).resolve().parent),
-                                        tool=tool, path=str(path), warmup=warmup)  # fmt: skip
+                                        tool=tool, path=str(path))  # fmt: skip
                 proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
                                       text=True, timeout=3600, env=_ONE_BLAS_THREAD)  # fmt: skip
                 if proc.returncode != 0:
@@ -322,7 +315,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9, help="fresh data sets per fit timing")
     ap.add_argument("--cycles", type=int, default=2, help="turns each tool takes (fits)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed fits per model and process")
     ap.add_argument("--search-runs", type=int, default=3)
     ap.add_argument("--sections", default="fits,search,cli")
     ap.add_argument("--before-src", type=Path, default=None)
@@ -333,9 +325,7 @@ def main() -> None:
                     time.gmtime()), "load_start": load()}  # fmt: skip
     print(f"load {result['load_start']} on {os.cpu_count()} cores", flush=True)
     if "fits" in sections:
-        result["fits"] = fits_table(run_fits(args.reps, args.cycles, args.warmup))
-        result["fits_protocol"] = {"reps": args.reps, "cycles": args.cycles,
-                                   "warmup": args.warmup}  # fmt: skip
+        result["fits"] = fits_table(run_fits(args.reps, args.cycles))
         for r in result["fits"]:
             line = f"{r['model']:<34} {r['tool']:<12} {r['ms']:9.2f} ms  x{r['x autoglmm']:7.2f}"
             print(f"{line}  |dLL| {r['max |Δ logLik|']:.1e}", flush=True)

@@ -114,24 +114,15 @@ class ThetaData(NamedTuple):
     p: float
     sum_log_w: float
     reml: bool
-    q_size: tuple  # q zeros for 2 <= q <= 4, else (): see theta_objective
 
 
 def theta_objective(ZtZ, ZtX, Zty, XtX, Xty, w2, rows, cols, *, yty, n, p, sum_log_w, reml):
     """The optimizer's objective on these statistics (contiguous arrays and Python
-    scalars: one set of types per size below, one compiled kernel each).
-
-    ``q_size`` carries q in its type for 2 to 4 random effects: numba then compiles the
-    per-group kernels for that q, with the short q loops unrolled (the 3-RE gradient
-    sums took 33 microseconds with q read from an array, 13 with q fixed). Each such q
-    compiles once per installation; q = 1 has kernels of its own, larger q the generic.
-    """
-    q = np.shape(ZtZ)[1]
+    scalars: one set of types, one compiled kernel)."""
     data = ThetaData(
         *(np.ascontiguousarray(a, dtype=float) for a in (ZtZ, ZtX, Zty, XtX, Xty, w2)),
         np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64),
         float(yty), float(n), float(p), float(sum_log_w), bool(reml),
-        (0,) * q if 2 <= q <= 4 else (),
     )  # fmt: skip
     return CompiledObjective(_evaluation, data, _minimize_theta)
 
@@ -266,7 +257,7 @@ def _centred_response(X, Xw, XtX, y, w, unit):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _factor_groups(lam, ZtZ, ZtX, Zty, w2, q_size=()):  # pragma: no cover - numba
+def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
     """Per group: L_j = chol(Lambda' Z'Z Lambda + I), RZX_j, cu_j; and sum_j w_j log|L_j|^2
     (unweighted: the log of a running product of the pivots, one log per 1e200 instead of
     one per group, 2 of a null model's 5 microseconds).
@@ -281,7 +272,6 @@ def _factor_groups(lam, ZtZ, ZtX, Zty, w2, q_size=()):  # pragma: no cover - num
     m, q, p = ZtX.shape
     if q == 1:
         return _factor_intercepts(lam[0, 0], ZtZ, ZtX, Zty, w2)
-    q = len(q_size) if len(q_size) else q  # a constant when q_size has one (unrolled loops)
     L = np.zeros((m, q, q))
     RZX = np.empty((m, q, p))
     cu = np.empty((m, q))
@@ -392,14 +382,13 @@ def _back_solve(L, B):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, q_size=()):  # pragma: no cover
+def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: no cover
     """Sums over groups: G = sum_j w_j (Z_j'e_j) u_j' and T = sum_j w_j d log det terms
     (q x q); ``w2`` empty means every w_j = 1."""
     m, q, p = ZtX.shape
     ztxb = _stacked_times(ZtX, beta)
     if q == 1 and not reml:
         return _intercept_gradient_sums(lam[0, 0], ZtZ, Zty, L, u, ztxb, w2)
-    q = len(q_size) if len(q_size) else q  # a constant when q_size has one (unrolled loops)
     G = np.zeros((q, q))
     T = np.zeros((q, q))
     b = np.empty(q)
@@ -592,7 +581,7 @@ def _reml_factors(L, RZX, R):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2, q_size):  # pragma: no cover
+def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2):  # pragma: no cover
     """One evaluation in one call: log|L|^2, log|RX|^2, r2 and the gradient sums G, T.
 
     Fusing the steps keeps Python out of the optimizer's inner loop (measured: half of an
@@ -601,7 +590,7 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2, q_size): 
     q = lam.shape[0]
     G = np.zeros((q, q))
     T = np.zeros((q, q))
-    L, RZX, cu, logdet_L = _factor_groups(lam, ZtZ, ZtX, Zty, w2, q_size)
+    L, RZX, cu, logdet_L = _factor_groups(lam, ZtZ, ZtX, Zty, w2)
     if not np.isfinite(logdet_L):
         return logdet_L, np.inf, 1.0, G, T
     R, beta, r2, logdet_RX = _fixed_block(RZX, cu, XtX, Xty, yty, w2)
@@ -613,7 +602,7 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2, q_size): 
     else:
         K = np.empty((0, 0, 0))
         KC = np.empty((0, 0, 0))
-    G, T = _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, q_size)
+    G, T = _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2)
     return logdet_L, logdet_RX, r2, G, T
 
 
@@ -637,7 +626,7 @@ def _evaluation(theta, data):  # pragma: no cover - numba
     lam = fill_lambda(theta, data.rows, data.cols, data.ZtZ.shape[1])
     logdet_L, logdet_RX, r2, G, T = _objective(
         lam, data.ZtZ, data.ZtX, data.Zty, data.XtX, data.Xty, data.yty, data.reml, True,
-        data.w2, data.q_size,
+        data.w2,
     )  # fmt: skip
     grad = np.full(len(theta), np.nan)
     if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
@@ -701,7 +690,7 @@ def _solution(theta, data):  # pragma: no cover - numba
     (``ok`` False where a system is not positive definite)."""
     q = data.ZtZ.shape[1]
     lam = fill_lambda(theta, data.rows, data.cols, q)
-    L, RZX, cu, logdet_L = _factor_groups(lam, data.ZtZ, data.ZtX, data.Zty, data.w2, data.q_size)
+    L, RZX, cu, logdet_L = _factor_groups(lam, data.ZtZ, data.ZtX, data.Zty, data.w2)
     R, beta, r2, logdet_RX = _fixed_block(RZX, cu, data.XtX, data.Xty, data.yty, data.w2)
     ok = np.isfinite(logdet_L) and np.isfinite(logdet_RX)
     u = _modes(L, RZX, cu, beta) if ok else np.zeros(cu.shape)
