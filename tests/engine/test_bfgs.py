@@ -120,3 +120,20 @@ def test_backtracking_step_is_the_cubic_minimiser_within_its_guards():
     # a minimiser outside the guards is moved to them
     assert _next_step(1.0, 0.0, -1.0, 100.0, 0.0) == pytest.approx(0.25)
     assert _next_step(1.0, 0.25, -1.0, 0.25, 1.0) == pytest.approx(0.5)
+
+
+def test_compiled_driver_and_python_driver_take_the_same_steps():
+    """The LMM's compiled driver (one call per minimisation) and minimize_bfgs driving the
+    same state machine from Python evaluate the same points and stop at the same one."""
+    ws = lmm.make_workspace(_slope_design())
+    objective = ws.objective()
+    start = np.array([1.0, 0.0, 1.0])
+    compiled = minimize_bfgs(objective, start)
+    from_python = minimize_bfgs(lambda t: objective(np.ascontiguousarray(t)), start)
+    assert compiled.success and from_python.success
+    assert compiled.message == from_python.message and compiled.nit == from_python.nit
+    np.testing.assert_array_equal(compiled.log, from_python.log)
+    np.testing.assert_array_equal(compiled.x, from_python.x)
+    # the log holds every evaluation: (deviance, *theta), the last one at the optimum
+    assert compiled.log[-1, 0] == compiled.fun
+    assert lmm.deviance(compiled.x, ws) == compiled.fun
