@@ -581,7 +581,7 @@ def _reml_factors(L, RZX, R):  # pragma: no cover - numba
 
 
 @njit(cache=True)
-def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2):  # pragma: no cover
+def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, w2):  # pragma: no cover - numba
     """One evaluation in one call: log|L|^2, log|RX|^2, r2 and the gradient sums G, T.
 
     Fusing the steps keeps Python out of the optimizer's inner loop (measured: half of an
@@ -594,7 +594,7 @@ def _objective(lam, ZtZ, ZtX, Zty, XtX, Xty, yty, reml, want_grad, w2):  # pragm
     if not np.isfinite(logdet_L):
         return logdet_L, np.inf, 1.0, G, T
     R, beta, r2, logdet_RX = _fixed_block(RZX, cu, XtX, Xty, yty, w2)
-    if not want_grad or not np.isfinite(logdet_RX):
+    if not np.isfinite(logdet_RX):
         return logdet_L, logdet_RX, r2, G, T
     u = _modes(L, RZX, cu, beta)
     if reml:
@@ -625,9 +625,8 @@ def _evaluation(theta, data):  # pragma: no cover - numba
     arithmetic. ``(inf, nan...)`` where the system is not positive definite."""
     lam = fill_lambda(theta, data.rows, data.cols, data.ZtZ.shape[1])
     logdet_L, logdet_RX, r2, G, T = _objective(
-        lam, data.ZtZ, data.ZtX, data.Zty, data.XtX, data.Xty, data.yty, data.reml, True,
-        data.w2,
-    )  # fmt: skip
+        lam, data.ZtZ, data.ZtX, data.Zty, data.XtX, data.Xty, data.yty, data.reml, data.w2
+    )
     grad = np.full(len(theta), np.nan)
     if not (np.isfinite(logdet_L) and np.isfinite(logdet_RX)):
         return np.inf, grad

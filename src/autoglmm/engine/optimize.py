@@ -70,7 +70,7 @@ from numba import njit
 from scipy import linalg
 from scipy import optimize as sopt
 
-from autoglmm.engine.bfgs import minimize_bfgs
+from autoglmm.engine.bfgs import NONFINITE, minimize_bfgs
 from autoglmm.engine.estimates import ConvergenceReport
 from autoglmm.engine.kernels import backward, chol_inplace
 
@@ -123,8 +123,9 @@ def single_threaded_blas() -> Iterator[None]:
 Objective = Callable[[np.ndarray], float | tuple[float, np.ndarray]]
 
 # what the optimizer sees instead of an infinite or NaN deviance (it needs a number to
-# back off from); such a value is never accepted as an optimum (see ``_check``)
-_NONFINITE = 1e300
+# back off from); such a value is never accepted as an optimum (see ``_check``). The BFGS
+# state machine applies the same value itself.
+_NONFINITE = NONFINITE
 
 
 @dataclass
