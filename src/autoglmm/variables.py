@@ -15,13 +15,13 @@ String, boolean and pandas Categorical columns are factors; ``factor()``, ``C()`
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from autoglmm.column_labels import ColumnLabels
 from autoglmm.errors import DataError, UsageError
 from autoglmm.formula_syntax import BinOp, Call, Name, Num, Paren, Str, Unary, deparse
 
@@ -83,38 +83,6 @@ def _func_name(func: str) -> str:
     return func
 
 
-# the label positions of the latest column Indexes, by identity: (weak reference, positions,
-# repeated labels); a few entries, as a fit reads one frame
-_RECENT_LABELS: dict[int, tuple] = {}
-
-
-def _label_positions(columns: pd.Index) -> tuple[dict, set]:
-    """Column label -> position for the labels that occur once, and the repeated labels.
-
-    Built from a plain list of the labels, not from the Index: pandas 3 stores labels as
-    Arrow strings and builds its own hash table on a frame's first lookup by name, 0.2 ms
-    for 230 columns on every fresh frame (a copy has a new Index), against 0.06 ms for
-    this; kept for the last few Index objects (by identity, weakly), so that fits on the
-    same frame build it once. Repeated labels are left to pandas (which names them).
-    """
-    key = id(columns)
-    hit = _RECENT_LABELS.get(key)
-    if hit is not None and hit[0]() is columns:
-        return hit[1], hit[2]
-    positions: dict = {}
-    repeated: set = set()
-    for i, label in enumerate(columns.tolist()):
-        if label in positions:
-            repeated.add(label)
-        positions[label] = i
-    for label in repeated:
-        del positions[label]
-    if len(_RECENT_LABELS) >= 8:
-        _RECENT_LABELS.pop(next(iter(_RECENT_LABELS)))
-    _RECENT_LABELS[key] = (weakref.ref(columns), positions, repeated)
-    return positions, repeated
-
-
 class Evaluator:
     """Evaluates the variables of one formula on one DataFrame, each node once."""
 
@@ -123,20 +91,18 @@ class Evaluator:
         self.columns = data.columns
         self.memo: dict = {}
         self._series: dict[str, pd.Series] = {}
-        self._positions: dict | None = None
-        self._repeated: set = set()
+        self._labels: ColumnLabels | None = None
 
     def has(self, name) -> bool:
         """Whether ``name`` is a column label of the data."""
-        return name in self.positions or name in self._repeated
+        return self.labels.has(name)
 
     @property
-    def positions(self) -> dict:
-        """Column label -> position, for the labels that occur once (see
-        :func:`_label_positions`)."""
-        if self._positions is None:
-            self._positions, self._repeated = _label_positions(self.columns)
-        return self._positions
+    def labels(self) -> ColumnLabels:
+        """Where each column label sits (read on first use; see :mod:`~autoglmm.column_labels`)."""
+        if self._labels is None:
+            self._labels = ColumnLabels(self.columns)
+        return self._labels
 
     # -- public -----------------------------------------------------------------------
     def variable(self, node) -> Numeric | Factor:
@@ -163,7 +129,7 @@ class Evaluator:
         public path is taken.
         """
         getter = getattr(self.data, "_get_column_array", None)
-        loc = self.positions.get(name) if getter is not None else None
+        loc = self.labels.position(name) if getter is not None else None
         if loc is None:
             return None
         values = getter(int(loc))

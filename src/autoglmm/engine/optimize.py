@@ -59,8 +59,8 @@ correlation of +-1. A singular fit can be converged.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -219,13 +219,13 @@ def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: in
 
 def _snap(obj: CountedObjective, x, f, lower, upper, tol):
     """lme4's check.boundary: move near-bound parameters onto the bound if no worse."""
-    near = (np.isfinite(lower) & (x - lower < tol) & (x != lower)) | (
-        np.isfinite(upper) & (upper - x < tol) & (x != upper)
-    )
+    gap_lo, gap_hi = x - lower, upper - x  # an infinite bound's gap is never below tol
+    near_lo = (gap_lo < tol) & (gap_lo != 0)
+    near_hi = (gap_hi < tol) & (gap_hi != 0)
+    near = near_lo | near_hi
     if not near.any():
         return x, f
-    trial = np.where(near & (x - lower < tol), lower, x)
-    trial = np.where(near & (upper - x < tol), upper, trial)
+    trial = np.where(near_hi, upper, np.where(near_lo, lower, x))
     f_trial = obj.value(trial)
     if f_trial <= f:
         return trial, f_trial
@@ -262,8 +262,6 @@ def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4, cen
     idx = np.flatnonzero(free)
     k = len(idx)
     h, fwd, bwd = _steps(x, lower, upper, delta)
-    jac_central = (fwd & bwd) if central else np.zeros(len(x), bool)
-    central = fwd & bwd
 
     def shifted(*moves):
         z = x.copy()
@@ -275,7 +273,7 @@ def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4, cen
         g_full = obj.grad(x)
         H = np.empty((k, k))
         for a, i in enumerate(idx):
-            if jac_central[i]:
+            if central and fwd[i] and bwd[i]:
                 col = (obj.grad(shifted((i, 1))) - obj.grad(shifted((i, -1)))) / (2 * h[i])
             elif fwd[i]:
                 col = (obj.grad(shifted((i, 1))) - g_full) / h[i]
@@ -283,6 +281,7 @@ def derivatives(obj: CountedObjective, x, f, lower, upper, free, delta=1e-4, cen
                 col = (g_full - obj.grad(shifted((i, -1)))) / h[i]
             H[:, a] = col[idx]
         return g_full[idx], 0.5 * (H + H.T)
+    central = fwd & bwd
     g, H = np.empty(k), np.empty((k, k))
     fp = {i: obj.value(shifted((i, 1))) if fwd[i] else np.nan for i in idx}
     fm = {i: obj.value(shifted((i, -1))) if bwd[i] else np.nan for i in idx}
@@ -317,6 +316,7 @@ class _Check:
     g: np.ndarray | None = None  # derivatives over the free parameters (optimizer's
     H: np.ndarray | None = None  # coordinates), kept for the Newton polish
     free: np.ndarray | None = None
+    singular: bool | None = None  # lme4's isSingular at the checked point, if computed
 
 
 def lme4_scaled_gradient(g: np.ndarray, H: np.ndarray) -> float:
@@ -369,22 +369,26 @@ def assess(
     unless ``exempt_singular`` is False. The Hessian over the free covariance parameters
     must be positive semi-definite (relative tolerance 1e-6, lme4's check.conv.hess).
     """
+    return _Check(*_assessment(g, H, free, cov_mask, grad_tol, singular, exempt_singular,
+                               transform))  # fmt: skip
+
+
+def _assessment(g, H, free, cov_mask, grad_tol, singular, exempt_singular, transform):
+    """:func:`assess`'s fields, from scaled gradient to descent direction."""
     idx = np.flatnonzero(free)
     if transform is not None:
         Tf = transform[np.ix_(idx, idx)]
         g, H = Tf.T @ g, Tf.T @ H @ Tf
     msgs = []
-    scaled = lme4_scaled_gradient(g, H)
     cov_free = cov_mask[free]
-    min_eig, hess_ok, descent = np.nan, True, None
-    if cov_free.any() and np.all(np.isfinite(H)):
-        H_cov = H if cov_free.all() else H[np.ix_(cov_free, cov_free)]
-        eig, vecs = np.linalg.eigh(H_cov)
-        min_eig = float(eig[0])
-        hess_ok = bool(min_eig >= -1e-6 * max(1.0, float(np.max(np.abs(eig)))))
+    scaled, min_eig, biggest, direction = _curvature(
+        np.ascontiguousarray(g, dtype=float), np.ascontiguousarray(H, dtype=float), cov_free
+    )
+    hess_ok, descent = True, None
+    if direction.size:  # free covariance parameters and a finite Hessian
+        hess_ok = bool(min_eig >= -1e-6 * max(1.0, biggest))
         if not hess_ok:
             descent = np.zeros(len(free))
-            direction = vecs[:, 0]
             if transform is not None:  # back to the optimizer's coordinates
                 direction = Tf[np.ix_(cov_free, cov_free)] @ direction
             descent[idx[cov_free]] = direction
@@ -404,7 +408,26 @@ def assess(
         grad_ok = bool(scaled < grad_tol)
         if not grad_ok:
             msgs.append(f"scaled gradient {scaled:.3g} above tolerance {grad_tol:g}")
-    return _Check(scaled, min_eig, grad_ok, hess_ok, tuple(msgs), descent)
+    return scaled, min_eig, grad_ok, hess_ok, tuple(msgs), descent
+
+
+@njit(cache=True)
+def _curvature(g, H, cov_free):  # pragma: no cover - numba
+    """The arithmetic of :func:`assess` in one compiled call: lme4's scaled gradient, and
+    the smallest eigenvalue of ``H`` over the covariance parameters ``cov_free``, the
+    largest in magnitude and the smallest's eigenvector (an empty vector when there are
+    none or ``H`` is not finite; NaN eigenvalues then)."""
+    scaled = _scaled_gradient(g, H)
+    idx = np.flatnonzero(cov_free)
+    k = len(idx)
+    if k == 0 or not np.all(np.isfinite(H)):
+        return scaled, np.nan, np.nan, np.empty(0)
+    H_cov = np.empty((k, k))
+    for a in range(k):
+        for b in range(k):
+            H_cov[a, b] = H[idx[a], idx[b]]
+    eig, vecs = np.linalg.eigh(H_cov)
+    return scaled, eig[0], np.max(np.abs(eig)), vecs[:, 0].copy()
 
 
 def is_singular(x, lower, cov_mask, singular_tol: float) -> bool:
@@ -423,20 +446,21 @@ def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric, singular_tol,
     zero diagonal must have a positive semi-definite Hessian in every direction, or it is
     a saddle that merely looks singular.
     """
-    if not (np.isfinite(f) and f < _NONFINITE):
+    if not (math.isfinite(f) and f < _NONFINITE):
         msg = "the deviance is not finite at the estimate (log-likelihood -inf or NaN)"
         return _Check(np.nan, np.nan, False, False, (msg,))
-    on_bound = (np.isfinite(lower) & (x <= lower)) | (np.isfinite(upper) & (x >= upper))
-    free = np.ones(len(x), bool) if symmetric else ~on_bound
-    if not free.any():
-        return _Check(0.0, np.nan, True, True, ())
+    singular = is_singular(x, lower, cov_mask, singular_tol)
+    if symmetric:
+        free = np.ones(len(x), bool)
+    else:
+        free = ~((np.isfinite(lower) & (x <= lower)) | (np.isfinite(upper) & (x >= upper)))
+        if not free.any():
+            return _Check(0.0, np.nan, True, True, (), singular=singular)
     # forward differences of an analytic gradient suffice for the check; the GLMM (with a
     # transform) needs the central Hessian at the same points next, for its vcov
     g, H = derivatives(obj, x, f, lower, upper, free, central=transform is not None)
-    singular = is_singular(x, lower, cov_mask, singular_tol)
-    T = None if transform is None else transform
-    chk = assess(g, H, free, cov_mask, grad_tol, singular=singular, transform=T)
-    return dataclasses.replace(chk, g=g, H=H, free=free)
+    fields = _assessment(g, H, free, cov_mask, grad_tol, singular, True, transform)
+    return _Check(*fields, g=g, H=H, free=free, singular=singular)
 
 
 def _newton_polish(obj, x, f, chk: _Check, lower, upper, grad_tol, transform, iters=8):
@@ -525,9 +549,19 @@ def _escape(obj: CountedObjective, x, f, lower):
     return best
 
 
+@functools.cache
+def _unbounded(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of -inf and inf for k parameters (read-only, shared)."""
+    lower, upper = np.full(k, -np.inf), np.full(k, np.inf)
+    lower.flags.writeable = upper.flags.writeable = False
+    return lower, upper
+
+
 def _run(obj, x0, lower, upper, method, max_iter, boundary_tol, canonical, max_escapes=3):
-    run_lower = np.full(len(x0), -np.inf) if canonical is not None else lower
-    run_upper = np.full(len(x0), np.inf) if canonical is not None else upper
+    if canonical is not None:  # the minimisation runs without bounds
+        run_lower, run_upper = _unbounded(len(x0))
+    else:
+        run_lower, run_upper = lower, upper
     for _ in range(max_escapes + 1):
         x, f, ok, res = _minimize(obj, x0, run_lower, run_upper, method, max_iter)
         if canonical is not None:
@@ -687,5 +721,7 @@ def _optimize(
             x, f, ok, status = x2, f2, ok2, status2
             chk = _check(obj, x, f, *args)
     run = RunRecord(method, ok, status, restarted, len(obj.log), tuple(obj.log))
-    singular = is_singular(x, lower, cov_mask, singular_tol)
+    singular = chk.singular
+    if singular is None:  # the deviance was not finite there
+        singular = is_singular(x, lower, cov_mask, singular_tol)
     return x, f, build_report(run, chk, singular=singular, grad_tol=grad_tol)
