@@ -140,7 +140,8 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
             return None
     what = f"column '{label}'" if ev.has(label) else f"'{label}'"
     if values.dtype.kind == "f" and values.size:  # before the rank test, which they fool
-        big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
+        with np.errstate(over="ignore", invalid="ignore"):
+            big = max(np.fmax.reduce(values, axis=None), -np.fmin.reduce(values, axis=None))
         if np.isfinite(big) and big > MAX_ABS:
             raise DataError(
                 f"{what} has values as large as {big:.3g} (limit {MAX_ABS:g}); "
@@ -158,15 +159,14 @@ def _complete(ev: Evaluator, value, label: str) -> np.ndarray | None:
 
 
 class _Builder:
-    """Columns of the terms of one model, on the complete rows ``mask``."""
+    """Columns of the terms of one model, on the complete rows ``mask`` (None: all)."""
 
-    def __init__(self, ev: Evaluator, mask: np.ndarray):
+    def __init__(self, ev: Evaluator, mask: np.ndarray | None):
         self.ev = ev
-        self.mask = mask
-        self.n = int(mask.sum())
         self.levels: dict = {}
         # row selection by index (faster than a boolean mask on 2-d arrays); none if all
-        self.rows = None if self.n == len(mask) else np.flatnonzero(mask)
+        self.rows = None if mask is None else np.flatnonzero(mask)
+        self.n = len(ev.data) if mask is None else len(self.rows)
 
     def used(self, values: np.ndarray) -> np.ndarray:
         """``values`` on the used rows."""
@@ -196,6 +196,8 @@ class _Builder:
 
     def matrix(self, terms: TermList) -> tuple[np.ndarray, list[str]]:
         """R's model.matrix for ``terms`` (coding decided by :func:`_codings`)."""
+        if terms.intercept and not terms.terms:  # (1 | g), y ~ 1: the column of ones
+            return np.ones((self.n, 1)), ["(Intercept)"]
         codings = _codings(terms, lambda v: isinstance(self.ev.variable(v), Factor))
         blocks = [np.ones((self.n, 1))] if terms.intercept else []
         names = ["(Intercept)"] if terms.intercept else []
@@ -398,10 +400,10 @@ class RowIdentity:
 
     __slots__ = ("_digest", "_positions", "_y")
 
-    def __init__(self, mask: np.ndarray, y: np.ndarray):
-        self._positions = None if mask.all() else np.flatnonzero(mask)
+    def __init__(self, mask: np.ndarray | None, y: np.ndarray):
+        self._positions = None if mask is None else np.flatnonzero(mask)
         self._y = y
-        self._digest = f"all {len(mask)}"
+        self._digest = f"all {len(y)}"
 
     @property
     def digest(self) -> str:
@@ -461,7 +463,8 @@ def _random_matrix(parsed: ParsedFormula, builder: _Builder, random: list[TermLi
         raise UsageError(
             f"random terms repeat a column ({', '.join(names)}); list each covariate once"
         )
-    return np.column_stack(blocks_z), tuple(names), tuple(blocks)
+    Z = blocks_z[0] if len(blocks_z) == 1 else np.column_stack(blocks_z)
+    return Z, tuple(names), tuple(blocks)
 
 
 def _expand(parsed: ParsedFormula) -> tuple[TermList, list[TermList]]:
@@ -488,15 +491,15 @@ def _pieces(parsed: ParsedFormula, ev: Evaluator, fixed: TermList, response: lis
     return pieces
 
 
-def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray:
-    """Rows complete in every piece (R's na.omit); infinite numbers are an error."""
-    mask = np.ones(len(ev.data), bool)
-    with np.errstate(over="ignore", invalid="ignore"):  # huge values: found, then named
-        for label, value in pieces:
-            ok = _complete(ev, value, label)
-            if ok is not None:
-                mask &= ok
-    if not mask.any():
+def _complete_rows(ev: Evaluator, pieces: list) -> np.ndarray | None:
+    """Rows complete in every piece (R's na.omit; None: all are); infinite numbers are an
+    error."""
+    mask = None
+    for label, value in pieces:
+        ok = _complete(ev, value, label)
+        if ok is not None:
+            mask = ok if mask is None else mask & ok
+    if mask is not None and not mask.any():
         raise DataError("no complete rows for the model's columns; check for missing values")
     return mask
 
@@ -534,7 +537,7 @@ def build_model_frame(
     if w is not None:
         pieces.append(("weights", w[:, None]))
     mask = _complete_rows(ev, pieces)
-    n_dropped = int(len(mask) - mask.sum())
+    n_dropped = 0 if mask is None else int(len(mask) - mask.sum())
     messages = list(fixed.notes) + [n for t in random for n in t.notes]
     if n_dropped:
         messages.append(f"{n_dropped} row(s) with missing values in model columns dropped")

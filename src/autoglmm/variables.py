@@ -91,6 +91,7 @@ class Evaluator:
         self.columns = data.columns
         self.memo: dict = {}
         self._series: dict[str, pd.Series] = {}
+        self._arrays: dict[str, np.ndarray | None] = {}  # by :meth:`array`
         self._labels: ColumnLabels | None = None
 
     def has(self, name) -> bool:
@@ -128,15 +129,17 @@ class Evaluator:
         pandas' own ``_get_column_array`` gives it (pandas 1.3 to 3.x); without it, the
         public path is taken.
         """
+        if name in self._arrays:
+            return self._arrays[name]
         getter = getattr(self.data, "_get_column_array", None)
         loc = self.labels.position(name) if getter is not None else None
-        if loc is None:
-            return None
-        values = getter(int(loc))
-        if not isinstance(values, np.ndarray):
-            return None
-        values = values.view()
-        values.flags.writeable = False
+        values = None if loc is None else getter(int(loc))
+        if isinstance(values, np.ndarray):
+            values = values.view()
+            values.flags.writeable = False
+        else:
+            values = None
+        self._arrays[name] = values
         return values
 
     def column(self, name: str) -> pd.Series:

@@ -367,6 +367,14 @@ def within_limit(flat, limit):  # pragma: no cover - numba
     return acc <= limit * limit
 
 
+@njit(cache=True)
+def _vectors_ok(y, z, offset, weights):  # pragma: no cover - numba
+    """:func:`within_limit` on the outcome, Z, the offset and the weights, in one call (the
+    common case of :func:`check_design`; its column checks name the culprit otherwise)."""
+    return (within_limit(y, MAX_ABS) and within_limit(z, MAX_ABS)
+            and within_limit(offset, MAX_ABS) and within_limit(weights, MAX_ABS))  # fmt: skip
+
+
 def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
     """Refuse a design the likelihood cannot be evaluated on, or cannot identify.
 
@@ -381,12 +389,15 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
 
     Raises :class:`~autoglmm.errors.DataError` (CLI exit 1) with a one-line message.
     """
-    _check_columns(design.y, ["the outcome"])
+    ok = _vectors_ok(design.y, design.Z.ravel(order="K"), design.offset, design.weights)
+    if not ok:  # which one, named
+        _check_columns(design.y, ["the outcome"])
     x_squares = None if design.xtx is None else np.diag(design.xtx)
     _check_columns(design.X, ("fixed-effect column '{}'", design.x_names), x_squares)
-    _check_columns(design.Z, ("random-effect column '{}'", design.z_names))
-    _check_columns(design.offset, ["the offset"])
-    _check_columns(design.weights, ["the prior weights"])
+    if not ok:
+        _check_columns(design.Z, ("random-effect column '{}'", design.z_names))
+        _check_columns(design.offset, ["the offset"])
+        _check_columns(design.weights, ["the prior weights"])
     if design.n and design.weights.min() <= 0:
         n_bad = int(np.sum(design.weights <= 0))
         raise DataError(

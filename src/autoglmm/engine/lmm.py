@@ -24,7 +24,7 @@ The analytic gradient in theta follows from the envelope theorem for ``r2`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -753,9 +753,7 @@ def fit_lmm(
 
 def _fit_lmm(design: GroupedDesign, reml: bool, start, rng_seed: int) -> EngineResult:
     check_design(design, gaussian=True)
-    ws = make_workspace(design)
-    result = _fit_workspace(ws, reml, start, rng_seed)
-    return replace(result, fitted=fitted_values(design, result.beta, result.ranef))
+    return _fit_workspace(make_workspace(design), reml, start, rng_seed, design)
 
 
 def fitted_values(design: GroupedDesign, beta: np.ndarray, ranef: np.ndarray) -> np.ndarray:
@@ -795,10 +793,12 @@ def fit_lmm_workspace(
         return _fit_workspace(ws, reml, start, rng_seed)
 
 
-def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int) -> EngineResult:
+def _fit_workspace(ws: LMMWorkspace, reml: bool, start, rng_seed: int, design=None):
+    """The fit on ``ws``, with the fitted values of ``design`` if given."""
     theta, report = optimize_theta(ws.objective(reml), ws.re_blocks, start, rng_seed)
     est = estimates_at(theta, ws, reml)
-    return gaussian_result(theta, est, ws.p, reml, report)
+    fitted = None if design is None else fitted_values(design, est.beta, est.ranef)
+    return gaussian_result(theta, est, ws.p, reml, report, fitted=fitted)
 
 
 def optimize_theta(objective: CompiledObjective, re_blocks: tuple[int, ...], start, rng_seed: int):
@@ -824,7 +824,9 @@ def optimize_theta(objective: CompiledObjective, re_blocks: tuple[int, ...], sta
     return theta, report
 
 
-def gaussian_result(theta, est, p: int, reml: bool, report, vcov_beta=None) -> EngineResult:
+def gaussian_result(
+    theta, est, p: int, reml: bool, report, vcov_beta=None, fitted=None
+) -> EngineResult:
     """The engine result of a gaussian fit from its estimates (``est`` has ``beta``,
     ``sigma2``, ``cov_re``, ``ranef``, ``deviance``; ``vcov_beta`` defaults to theirs)."""
     return EngineResult(
@@ -842,6 +844,7 @@ def gaussian_result(theta, est, p: int, reml: bool, report, vcov_beta=None) -> E
         nagq=1,
         reml=reml,
         convergence=report,
+        fitted=fitted,
     )
 
 

@@ -24,7 +24,6 @@ accepted pseudo-likelihood version and is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 
@@ -192,8 +191,10 @@ def fit_weighted_lmm(
         theta, report = optimize_theta(ws.objective(), design.re_blocks, start, rng_seed)
         est = estimates_at(theta, ws)
     fitted = fitted_values(design, est.beta, est.ranef)
-    result = gaussian_result(theta, est, design.p, False, report, vcov_beta=est.vcov_model)
-    return dataclasses_replace(result, fitted=fitted), ws, est
+    result = gaussian_result(
+        theta, est, design.p, False, report, vcov_beta=est.vcov_model, fitted=fitted
+    )
+    return result, ws, est
 
 
 __all__ = [
