@@ -33,9 +33,12 @@ def _expected(label) -> tuple[int | None, bool]:
 def test_positions_match_the_labels_on_every_store(storage):
     columns = _index(storage)
     assert columns.tolist() == LABELS
-    labels = ColumnLabels(columns)
+    shared = ColumnLabels(columns)  # byte searches for the first names, then a dict
     for probe in PROBES:
-        assert (labels.position(probe), labels.has(probe)) == _expected(probe), probe
+        fresh = ColumnLabels(columns)  # a byte search (on Arrow labels)
+        assert (fresh.position(probe), fresh.has(probe)) == _expected(probe), probe
+        assert (shared.position(probe), shared.has(probe)) == _expected(probe), probe
+    assert len(PROBES) > ColumnLabels.SEARCHES
 
 
 def test_arrow_labels_are_read_from_their_buffers_and_other_stores_are_not():

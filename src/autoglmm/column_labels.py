@@ -5,8 +5,9 @@ builds a hash table of all of them on a frame's first lookup by name: 0.2 ms for
 columns, on every new frame (a copy or a file just read has a new Index), where the rest
 of a small fit's frame costs 0.3 ms. Here a label is found in the Arrow array's own
 buffers instead: one byte search of the concatenated labels, then a check that the hit
-is a whole label (about a microsecond per name). Other label stores (object arrays) are
-read once into a dict, which is cheap for them, and kept for the last few Index objects.
+is a whole label (about a microsecond per name). Other label stores (object arrays), and
+a formula with many names, read the labels once into a dict, kept for the last few Index
+objects.
 
 Example
 -------
@@ -35,10 +36,15 @@ class ColumnLabels:
     :meth:`has` for one that occurs at all (a repeated label is left to pandas, which
     names it in its error)."""
 
+    # byte searches before the labels are read into a dict instead (a model with many
+    # predictors looks up as many names: the dict is then cheaper)
+    SEARCHES = 8
+
     def __init__(self, columns: pd.Index):
         self._columns = columns
         self._chunks = _arrow_label_chunks(columns)
         self._dict: tuple[dict, set] | None = None
+        self._found: dict = {}  # label -> its positions, per label looked up
 
     def position(self, label) -> int | None:
         """The position of ``label`` if it occurs exactly once, else None."""
@@ -50,7 +56,14 @@ class ColumnLabels:
         return bool(self._find(label))
 
     def _find(self, label) -> list[int]:
-        if self._chunks is not None and isinstance(label, str) and label:
+        found = self._found.get(label)
+        if found is None:
+            found = self._found[label] = self._search(label)
+        return found
+
+    def _search(self, label) -> list[int]:
+        searchable = self._chunks is not None and isinstance(label, str) and label
+        if searchable and self._dict is None and len(self._found) < self.SEARCHES:
             return _arrow_positions(self._chunks, label.encode())
         if self._dict is None:
             self._dict = _label_dict(self._columns)

@@ -268,10 +268,24 @@ def _factor_groups(lam, ZtZ, ZtX, Zty, w2):  # pragma: no cover - numba
     to a function, which made this objective 1.9x slower with one random effect. The
     solves run over the p columns in the innermost loop (contiguous, vectorised): with
     the short q loops innermost they took twice as long as the whole fixed block.
+
+    Two and three random effects get the body compiled with q a constant (its loops
+    unrolled): 35 -> 25 microseconds at q = 3, p = 19, 229 groups, the same arithmetic.
     """
-    m, q, p = ZtX.shape
+    q = ZtX.shape[1]
     if q == 1:
         return _factor_intercepts(lam[0, 0], ZtZ, ZtX, Zty, w2)
+    if q == 2:
+        return _factor_blocks(lam, ZtZ, ZtX, Zty, w2, 2)
+    if q == 3:
+        return _factor_blocks(lam, ZtZ, ZtX, Zty, w2, 3)
+    return _factor_blocks(lam, ZtZ, ZtX, Zty, w2, q)
+
+
+@njit(inline="always")
+def _factor_blocks(lam, ZtZ, ZtX, Zty, w2, q):  # pragma: no cover - numba
+    """:func:`_factor_groups`' body for q random effects (inlined where q is a constant)."""
+    m, _, p = ZtX.shape
     L = np.zeros((m, q, q))
     RZX = np.empty((m, q, p))
     cu = np.empty((m, q))
@@ -384,10 +398,22 @@ def _back_solve(L, B):  # pragma: no cover - numba
 @njit(cache=True)
 def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: no cover
     """Sums over groups: G = sum_j w_j (Z_j'e_j) u_j' and T = sum_j w_j d log det terms
-    (q x q); ``w2`` empty means every w_j = 1."""
-    m, q, p = ZtX.shape
+    (q x q); ``w2`` empty means every w_j = 1. Specialised as :func:`_factor_groups` (at
+    q = 3: 45 -> 20 microseconds)."""
+    q = ZtX.shape[1]
     if q == 1 and not reml:
         return _intercept_gradient_sums(lam[0, 0], ZtZ, ZtX, Zty, L, u, beta, w2)
+    if q == 2:
+        return _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, 2)
+    if q == 3:
+        return _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, 3)
+    return _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, q)
+
+
+@njit(inline="always")
+def _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, q):  # pragma: no cover
+    """:func:`_gradient_sums`' body for q random effects (inlined where q is a constant)."""
+    m, _, p = ZtX.shape
     ztxb = _stacked_times(ZtX, beta)
     G = np.zeros((q, q))
     T = np.zeros((q, q))
