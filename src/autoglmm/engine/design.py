@@ -79,6 +79,15 @@ class GroupedDesign:
         return sum(k * (k + 1) // 2 for k in self.re_blocks)
 
 
+@functools.lru_cache(maxsize=8)
+def constant_vector(n: int, value: float) -> np.ndarray:
+    """A shared, read-only vector of ``n`` times ``value``: the weights (1) and the offset
+    (0) of a design that has none, which a workspace then recognises without a pass."""
+    out = np.full(n, value)
+    out.flags.writeable = False
+    return out
+
+
 def make_design(
     X: np.ndarray,
     y: np.ndarray,
@@ -106,8 +115,8 @@ def make_design(
     """
     group_codes = np.asarray(group_codes, dtype=np.int64)
     n = len(group_codes)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    off = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    w = constant_vector(n, 1.0) if weights is None else np.asarray(weights, dtype=float)
+    off = constant_vector(n, 0.0) if offset is None else np.asarray(offset, dtype=float)
     X, y, Z = (np.asarray(a, dtype=float) for a in (X, y, Z))
     if starts is not None:
         order, g = np.arange(n), group_codes
@@ -222,17 +231,20 @@ def _contiguous(M: np.ndarray) -> np.ndarray:
 
 def theta_lower(re_blocks: tuple[int, ...]) -> np.ndarray:
     """Lower bounds of theta: 0 on each block's diagonal, -inf below it (lme4's convention)."""
-    lower = []
-    for k in re_blocks:
-        for col in range(k):
-            for row in range(col, k):
-                lower.append(0.0 if row == col else -np.inf)
-    return np.array(lower)
+    return np.array(_theta_diagonal(tuple(re_blocks))[0])
 
 
 def theta_start(re_blocks: tuple[int, ...]) -> np.ndarray:
     """lme4's default start: identity Lambda (1 on diagonals, 0 below)."""
-    return np.where(np.isfinite(theta_lower(re_blocks)), 1.0, 0.0)
+    return np.array(_theta_diagonal(tuple(re_blocks))[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _theta_diagonal(re_blocks: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`theta_lower`'s and :func:`theta_start`'s values (every fit asks for them)."""
+    diagonal = [row == col for k in re_blocks for col in range(k) for row in range(col, k)]
+    return (tuple(0.0 if d else -np.inf for d in diagonal),
+            tuple(1.0 if d else 0.0 for d in diagonal))  # fmt: skip
 
 
 def theta_positions(re_blocks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ from autoglmm.engine.bfgs import (
 from autoglmm.engine.design import (
     GroupedDesign,
     check_design,
+    constant_vector,
     fill_lambda,
     theta_canonical,
     theta_lower,
@@ -203,8 +204,9 @@ def make_workspace(design: GroupedDesign) -> LMMWorkspace:
     """
     w = design.weights
     X = design.X  # either layout: one pass over the rows, then cross-products only
-    y = design.y - design.offset
-    unit = bool(np.all(w == 1.0))
+    none = design.offset is constant_vector(design.n, 0.0)  # no offset given
+    y = design.y if none else design.y - design.offset
+    unit = w is constant_vector(design.n, 1.0) or bool(np.all(w == 1.0))
     Xw = X if unit else X * w[:, None]
     XtX = design.xtx if unit and design.xtx is not None else Xw.T @ X
     XtX = np.ascontiguousarray(XtX, dtype=float)

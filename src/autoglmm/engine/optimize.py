@@ -182,12 +182,12 @@ class CountedObjective:
 
 
 def _minimize(obj: CountedObjective, x0, lower, upper, method: str, max_iter: int):
-    x0 = np.clip(x0, lower, upper)
     if method == "BFGS":  # our dense BFGS (engine.bfgs): unbounded, analytic gradient
         if not (obj.jac and np.all(np.isinf(lower)) and np.all(np.isinf(upper))):
             raise ValueError("BFGS needs an analytic gradient and no bounds (use canonical)")
-        res = obj.minimize_bfgs(x0, max_iter)
-        return np.asarray(res.x, dtype=float), float(res.fun), bool(res.success), res
+        res = obj.minimize_bfgs(x0, max_iter)  # (no bounds: nothing to clip x0 to)
+        return res.x, float(res.fun), bool(res.success), res
+    x0 = np.clip(x0, lower, upper)
     bounds = sopt.Bounds(lower, upper)
     if method == "L-BFGS-B" and obj.jac:
         res = sopt.minimize(
