@@ -379,6 +379,9 @@ def within_limit(flat, limit):  # pragma: no cover - numba
     return acc <= limit * limit
 
 
+_NOTHING = np.empty(0)
+
+
 @njit(cache=True)
 def _vectors_ok(y, z, offset, weights):  # pragma: no cover - numba
     """:func:`within_limit` on the outcome, Z, the offset and the weights, in one call (the
@@ -401,7 +404,11 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
 
     Raises :class:`~autoglmm.errors.DataError` (CLI exit 1) with a one-line message.
     """
-    ok = _vectors_ok(design.y, design.Z.ravel(order="K"), design.offset, design.weights)
+    n = design.n
+    unit = design.weights is constant_vector(n, 1.0)  # none given: nothing to check
+    offset = _NOTHING if design.offset is constant_vector(n, 0.0) else design.offset
+    ok = _vectors_ok(design.y, design.Z.ravel(order="K"), offset,
+                     _NOTHING if unit else design.weights)  # fmt: skip
     if not ok:  # which one, named
         _check_columns(design.y, ["the outcome"])
     x_squares = None if design.xtx is None else np.diag(design.xtx)
@@ -410,7 +417,7 @@ def check_design(design: GroupedDesign, *, gaussian: bool) -> None:
         _check_columns(design.Z, ("random-effect column '{}'", design.z_names))
         _check_columns(design.offset, ["the offset"])
         _check_columns(design.weights, ["the prior weights"])
-    if design.n and design.weights.min() <= 0:
+    if n and not unit and design.weights.min() <= 0:
         n_bad = int(np.sum(design.weights <= 0))
         raise DataError(
             f"prior weights must be positive: {n_bad} row(s) have weight <= 0; drop those rows"
