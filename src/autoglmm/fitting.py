@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autoglmm.engine.design import GroupedDesign, theta_start
+from autoglmm.engine.design import GroupedDesign, identity_order, theta_start
 from autoglmm.engine.estimates import EngineResult
 from autoglmm.engine.optimize import single_threaded_blas
 from autoglmm.errors import UsageError
@@ -180,6 +180,8 @@ def input_order(values: np.ndarray | None, order: np.ndarray) -> np.ndarray | No
     design's permutation: design row i is input row order[i])."""
     if values is None:
         return None
+    if order is identity_order(len(order)):  # the rows were in group order already
+        return values
     out = np.empty(len(values))
     out[order] = values
     return out

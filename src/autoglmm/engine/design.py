@@ -88,6 +88,15 @@ def constant_vector(n: int, value: float) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def identity_order(n: int) -> np.ndarray:
+    """The shared, read-only ``arange(n)``: the row order of a design whose rows were
+    already sorted by group (results then need no reordering to the input's order)."""
+    out = np.arange(n)
+    out.flags.writeable = False
+    return out
+
+
 def make_design(
     X: np.ndarray,
     y: np.ndarray,
@@ -119,10 +128,10 @@ def make_design(
     off = constant_vector(n, 0.0) if offset is None else np.asarray(offset, dtype=float)
     X, y, Z = (np.asarray(a, dtype=float) for a in (X, y, Z))
     if starts is not None:
-        order, g = np.arange(n), group_codes
+        order, g = identity_order(n), group_codes
     else:
         if np.all(group_codes[1:] >= group_codes[:-1]):
-            order, g = np.arange(n), group_codes
+            order, g = identity_order(n), group_codes
         else:
             order = np.argsort(group_codes, kind="stable")
             g, X, y, Z, w, off = (a[order] for a in (group_codes, X, y, Z, w, off))
