@@ -432,8 +432,8 @@ def _curvature(g, H, cov_free):  # pragma: no cover - numba
 
 def is_singular(x, lower, cov_mask, singular_tol: float) -> bool:
     """lme4's isSingular: a bounded covariance parameter within ``singular_tol`` of 0."""
-    bounded = np.asarray(cov_mask, bool) & np.isfinite(lower)
-    return bool(np.any(x[bounded] - lower[bounded] < singular_tol))
+    # an infinite bound's gap is infinite (never below the tolerance), NaN's is NaN
+    return bool(np.any(((x - lower) < singular_tol) & cov_mask))
 
 
 def _check(obj, x, f, lower, upper, cov_mask, grad_tol, symmetric, singular_tol, transform):
@@ -567,6 +567,8 @@ def _run(obj, x0, lower, upper, method, max_iter, boundary_tol, canonical, max_e
         if canonical is not None:
             x = np.clip(canonical(x), lower, upper)
             f = obj.value(x)
+        if x.size and np.min(x - lower) > boundary_tol and np.min(upper - x) > boundary_tol:
+            break  # nothing near a bound (nor on one): nothing to snap or probe
         x, f = _snap(obj, x, f, lower, upper, boundary_tol)
         x0 = _escape(obj, x, f, lower)
         if x0 is None:
