@@ -579,7 +579,26 @@ def _modes(L, RZX, cu, beta):  # pragma: no cover - numba
             u[j, 0] = acc / L[j, 0, 0]
         return u
     v = cu - _stacked_times(RZX, beta)
-    return _back_solve(L, v.reshape(m, q, 1))[:, :, 0]
+    if q == 2:
+        return _block_back_solve(L, v, 2)
+    if q == 3:
+        return _block_back_solve(L, v, 3)
+    return _block_back_solve(L, v, q)
+
+
+@njit(inline="always")
+def _block_back_solve(L, v, q):  # pragma: no cover - numba
+    """Per group: solve L_j' u_j = v_j for q random effects (inlined where q is a
+    constant, as :func:`_factor_blocks`)."""
+    m = v.shape[0]
+    u = np.empty((m, q))
+    for j in range(m):
+        for a in range(q - 1, -1, -1):
+            acc = v[j, a]
+            for c in range(a + 1, q):
+                acc -= L[j, c, a] * u[j, c]
+            u[j, a] = acc / L[j, a, a]
+    return u
 
 
 @njit(cache=True)
