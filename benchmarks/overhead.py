@@ -15,9 +15,12 @@ the ratios, and the load printed with them):
   ``src`` folder of an earlier commit, e.g. ``git archive <commit> src | tar -x -C DIR/..``)
   the earlier code runs in alternation with this one and their decisions are compared;
 - ``cli``: wall time of ``autoglmm --version`` (and of the earlier code's, with
-  ``--before-src``).
+  ``--before-src``);
+- ``ab`` (with ``--before-src``): autoglmm's fits with the earlier code and this one, in
+  alternating processes (:func:`run_ab`), the steadier measure of a change on a noisy
+  machine.
 
-Run: ``python benchmarks/overhead.py [--reps 9] [--sections fits,search,cli]
+Run: ``python benchmarks/overhead.py [--reps 9] [--sections fits,search,cli,ab]
 [--before-src DIR] [--json FILE]``.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import shutil
 import statistics
 import subprocess
@@ -162,8 +166,6 @@ def run_fits(reps: int, cycles: int = 2) -> dict:
     run measured the harness more than the tools. BLAS runs on one thread in every tool's
     process (``_ONE_BLAS_THREAD``); lme-python's own (Rust) threads are left as they are.
     """
-    import pickle
-
     sets = _data_sets(reps)
     tools = [k for k, v in PY_TOOLS.items() if v[1] is None or common.has_peer(v[1]) or
              _importable(v[1])]  # fmt: skip
@@ -237,6 +239,63 @@ def fits_table(res: dict) -> list[dict]:
                          "x autoglmm": value["seconds"] / ours["seconds"],
                          "max |Δ logLik|": dll})  # fmt: skip
     return rows
+
+
+# --- autoglmm before and now, alternating ----------------------------------------------------
+
+_AB_RUN = """
+import json, pickle, statistics, sys, time
+import autoglmm
+with open({path!r}, "rb") as fh:
+    sets = pickle.load(fh)
+out = {{}}
+for model in {models!r}:
+    autoglmm.fit(sets[0]["formulas"][model], sets[0]["frame"])  # imports, numba's caches
+    times = []
+    for k in range({fits}):
+        data = sets[1 + k % (len(sets) - 1)]
+        frame = data["frame"].copy()  # fresh data for every call
+        t = time.perf_counter()
+        autoglmm.fit(data["formulas"][model], frame)
+        times.append(time.perf_counter() - t)
+    out[model] = [statistics.median(times[:10]), statistics.median(times[10:])]
+print(json.dumps(out))
+"""
+
+
+def run_ab(procs: int, before_src: Path, fits: int = 40) -> dict:
+    """autoglmm's fits with the earlier code (``before_src``) and this one, in alternating
+    processes on the same data sets: medians of fits 1-10 of each process (the ``fits``
+    section's regime) and of fits 11-``fits`` (Python's bytecode specialised by then).
+    Both versions see the same machine minute by minute, so their ratio is steadier than
+    any single tool's time on a shared machine."""
+    sets = _data_sets(10)
+    variants = {"before": str(before_src), "now": None}
+    out: dict = {(v, m): [] for v in variants for m in MODELS}
+    with tempfile.TemporaryDirectory(prefix="autoglmm-ab-") as tmp:
+        path = Path(tmp) / "sets.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump([{"frame": d.frame, "formulas": d.formulas()} for d in sets], fh)
+        code = _AB_RUN.format(path=str(path), models=list(MODELS), fits=fits)
+        for i in range(procs):
+            for name in list(variants)[:: 1 if i % 2 == 0 else -1]:
+                env = dict(_ONE_BLAS_THREAD)
+                if variants[name] is not None:
+                    env["PYTHONPATH"] = variants[name]
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                      text=True, timeout=3600, env=env)  # fmt: skip
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name}: {proc.stderr.strip().splitlines()[-1]}")
+                for model, pair in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+                    out[(name, model)].append(pair)
+    table = {}
+    for model in MODELS:
+        row = {}
+        for name in variants:
+            pairs = out[(name, model)]
+            row[name] = [1e3 * statistics.median(p[i] for p in pairs) for i in (0, 1)]
+        table[model] = row
+    return table
 
 
 # --- search steps at 128k rows -------------------------------------------------------------
@@ -316,6 +375,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=9, help="fresh data sets per fit timing")
     ap.add_argument("--cycles", type=int, default=2, help="turns each tool takes (fits)")
     ap.add_argument("--search-runs", type=int, default=3)
+    ap.add_argument("--ab-procs", type=int, default=8, help="processes per version (ab)")
     ap.add_argument("--sections", default="fits,search,cli")
     ap.add_argument("--before-src", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -330,6 +390,17 @@ def main() -> None:
             line = f"{r['model']:<34} {r['tool']:<12} {r['ms']:9.2f} ms  x{r['x autoglmm']:7.2f}"
             print(f"{line}  |dLL| {r['max |Δ logLik|']:.1e}", flush=True)
         result["load_after_fits"] = load()
+    if "ab" in sections:
+        if args.before_src is None:
+            raise SystemExit("--sections ab needs --before-src")
+        result["ab"] = run_ab(args.ab_procs, args.before_src)
+        for model, row in result["ab"].items():
+            (b1, b2), (n1, n2) = row["before"], row["now"]
+            print(
+                f"{LABELS[model]:<34} fits 1-10: {b1:.2f} -> {n1:.2f} ms ({n1 / b1 - 1:+.0%}); "
+                f"fits 11-40: {b2:.2f} -> {n2:.2f} ms ({n2 / b2 - 1:+.0%})",
+                flush=True,
+            )
     if "search" in sections:
         raw = run_search(args.search_runs, args.before_src)
         result["search"] = {"summary": search_summary(raw), "runs": raw}

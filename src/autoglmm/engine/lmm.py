@@ -404,7 +404,7 @@ def _gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2):  # pragma: 
     q = 3: 45 -> 20 microseconds)."""
     q = ZtX.shape[1]
     if q == 1 and not reml:
-        return _intercept_gradient_sums(lam[0, 0], ZtZ, ZtX, Zty, L, u, beta, w2)
+        return _intercept_gradient_sums(lam[0, 0], ZtZ, Zty, L, u, _stacked_times(ZtX, beta), w2)
     if q == 2:
         return _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, 2)
     if q == 3:
@@ -472,20 +472,15 @@ def _block_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, K, KC, reml, w2, q):  #
 
 
 @njit(cache=True)
-def _intercept_gradient_sums(lam, ZtZ, ZtX, Zty, L, u, beta, w2):  # pragma: no cover
-    """:func:`_gradient_sums` for one random effect (ML), the same operations on scalars
-    (Z_j'X_j beta too: BLAS cost more than the loop)."""
+def _intercept_gradient_sums(lam, ZtZ, Zty, L, u, ztxb, w2):  # pragma: no cover - numba
+    """:func:`_gradient_sums` for one random effect (ML), the same operations on scalars."""
     weighted = w2.shape[0] != 0
-    p = ZtX.shape[2]
     g = 0.0
     t = 0.0
     for j in range(len(u)):
         wj = w2[j] if weighted else 1.0
         uj = u[j, 0]
-        ztxb = 0.0
-        for k in range(p):
-            ztxb += ZtX[j, 0, k] * beta[k]
-        zte = (Zty[j, 0] - ztxb) - ZtZ[j, 0, 0] * (lam * uj)
+        zte = (Zty[j, 0] - ztxb[j, 0]) - ZtZ[j, 0, 0] * (lam * uj)
         g += wj * zte * uj
         t += wj * ((lam * ZtZ[j, 0, 0] / L[j, 0, 0]) / L[j, 0, 0])
     G = np.full((1, 1), g)
@@ -570,13 +565,11 @@ def profiled_deviance(logdet_L: float, r2: float, n: float, sum_log_w: float = 0
 def _modes(L, RZX, cu, beta):  # pragma: no cover - numba
     """u_j solving M_j u_j = Lambda' Z_j'W(y_j - X_j beta): L_j' u_j = cu_j - RZX_j beta."""
     m, q, p = RZX.shape
-    if q == 1:  # a loop: BLAS and two array expressions took 3 of a null model's 9 us
+    if q == 1:  # a loop: array expressions (one on L's strided view) took 2 microseconds
+        xb = _stacked_times(RZX, beta)
         u = np.empty((m, 1))
         for j in range(m):
-            acc = cu[j, 0]
-            for k in range(p):
-                acc -= RZX[j, 0, k] * beta[k]
-            u[j, 0] = acc / L[j, 0, 0]
+            u[j, 0] = (cu[j, 0] - xb[j, 0]) / L[j, 0, 0]
         return u
     v = cu - _stacked_times(RZX, beta)
     if q == 2:
@@ -606,6 +599,15 @@ def _stacked_times(A, beta):  # pragma: no cover - numba
     """``A_j beta`` for every group of a stacked (m, q, p) array, as one (m q, p) matrix
     times a vector (BLAS): a sum over p per row otherwise waits on each addition."""
     m, q, p = A.shape
+    if p < 8:  # a few columns: a loop (BLAS's call cost 2 of a null model's 9 us)
+        out = np.empty((m, q))
+        for j in range(m):
+            for a in range(q):
+                acc = 0.0
+                for k in range(p):
+                    acc += A[j, a, k] * beta[k]
+                out[j, a] = acc
+        return out
     return (np.ascontiguousarray(A).reshape(m * q, p) @ beta).reshape(m, q)
 
 
