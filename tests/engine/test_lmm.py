@@ -143,3 +143,21 @@ def test_fit_lmm_recovers_simulated_truth():
     np.testing.assert_allclose(res.cov_re, [[1.0, 0.3], [0.3, 0.5]], atol=0.25)
     assert res.sigma2 == pytest.approx(1.0, abs=0.05)
     assert res.loglik == pytest.approx(-0.5 * lmm.deviance(res.theta, lmm.make_workspace(design)))
+
+
+def test_three_correlated_effects_match_the_dense_likelihood():
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(9), rng.integers(5, 9, size=9))
+    n = len(g)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x1, x2])
+    Z = np.column_stack([np.ones(n), x1, x2])
+    b = rng.normal(size=(9, 3)) * [0.9, 0.4, 0.3]
+    y = X @ [1.0, 0.5, -0.5] + np.einsum("ij,ij->i", Z, b[g]) + rng.normal(size=n) * 0.6
+    design, _ = make_design(X, y, Z, g, re_blocks=(3,))
+    ws = lmm.make_workspace(design)
+    theta = np.array([0.9, 0.2, -0.1, 0.5, 0.15, 0.3])
+    for reml in (False, True):
+        assert lmm.deviance(theta, ws, reml) == pytest.approx(
+            _dense_deviance(design, theta, reml), abs=1e-8
+        )
