@@ -715,8 +715,7 @@ def _optimize(
         restarted = True
         rng = np.random.default_rng(rng_seed)
         symmetric = canonical is not None
-        run_lower = np.full(len(x), -np.inf) if symmetric else lower
-        run_upper = np.full(len(x), np.inf) if symmetric else upper
+        run_lower, run_upper = _unbounded(len(x)) if symmetric else (lower, upper)
         x_restart = _restart_point(obj, x, chk, run_lower, run_upper, rng)
         x2, f2, ok2, status2 = _run(obj, x_restart, lower, upper, *run_args)
         if f2 < f or not (ok and np.isfinite(f) and f < _NONFINITE):
